@@ -1,0 +1,49 @@
+# The two commands of the README:  `make demo`  and  `make test`.
+# Both create .venv inside the checkout and install the pinned set first (a no-op when it is current).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.a2i-installed
+DEMO_OUT ?= outputs/demo
+TEST_CACHE := $(CURDIR)/build/test-cache
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
+         --nbval-sanitize-with notebooks/sanitize.cfg
+
+.PHONY: install demo test unit nbval lint notebooks clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 10), "a2i needs Python >= 3.10 (tested on 3.11)"'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/python -m pip install --progress-bar off -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+
+## The main job: run every notebook in demo mode (or A2I_MODE=full), executed copies in $(DEMO_OUT).
+demo: install
+	$(BIN)/python scripts/run_notebooks.py run --out $(DEMO_OUT)
+
+## The tests: lint, unit tests and nbval over every notebook, in demo mode, with a fresh cache.
+test: install lint
+	$(BIN)/python scripts/run_notebooks.py check
+	rm -rf $(TEST_CACHE)
+	A2I_MODE=demo A2I_CACHE=$(TEST_CACHE) MPLBACKEND=Agg $(BIN)/python -m pytest tests notebooks $(NBVAL)
+
+unit: install
+	A2I_MODE=demo MPLBACKEND=Agg $(BIN)/python -m pytest tests
+
+nbval: install
+	A2I_MODE=demo A2I_CACHE=$(TEST_CACHE) $(BIN)/python -m pytest notebooks $(NBVAL)
+
+lint: install
+	$(BIN)/ruff check .
+
+## Re-execute the notebook sources (notebooks/NN_*.py) in demo mode and store their outputs for nbval.
+notebooks: install
+	A2I_MODE=demo $(BIN)/python scripts/run_notebooks.py store $(NB)
+
+clean:
+	rm -rf build outputs .pytest_cache .ruff_cache

@@ -1,0 +1,226 @@
+"""One configuration for the whole course: named presets, one cache root, seed and device.
+
+Pick a preset with the environment variable ``A2I_MODE`` (``demo``, the default, or ``full``) or by
+name in a notebook's parameters cell::
+
+    cfg = get_config()                                    # A2I_MODE or "demo"
+    cfg = get_config("demo", {"transformer.steps": 50})   # a preset with dotted overrides
+
+``demo`` runs on a 2-core CPU with no network, on a synthetic ADVANCE-shaped dataset and small models of
+the same classes. ``full`` uses the real ADVANCE data and the real pretrained weights on a GPU.
+Both go through the same code; only these numbers differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODE_ENV = "A2I_MODE"
+CACHE_ENV = "A2I_CACHE"
+DEVICE_ENV = "A2I_DEVICE"
+PAPER_SEED = 42
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sections, one per concern. Each module reads only its own section.
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, and how the synthetic one is made."""
+
+    source: str = "synthetic"  # "synthetic" (made by a2i_utils.synth) or "advance" (downloaded)
+    per_class: int = 24  # synthetic pairs per scene class
+    image_size: int = 128  # side of the synthetic JPEGs (ADVANCE: 512)
+    sample_rate: int = 22_050  # rate the synthetic WAVs are written at
+    duration_s: float = 10.0  # length of every recording
+    val_fraction: float = 0.1  # 90/10 split by base id, as in the paper
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """FFT features of the pixel transformer (paper §3.2): 500 sections x 220 bins."""
+
+    sample_rate: int = 22_050
+    duration_s: float = 10.0
+    n_sections: int = 500
+    n_bins: int = 220
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """The encoder-decoder pixel transformer with local 1D self-attention (paper §3.2, §4.1)."""
+
+    image_size: int = 32  # images are image_size x image_size grayscale, 256 intensity classes
+    d_model: int = 64
+    n_heads: int = 4
+    n_enc_layers: int = 2
+    n_dec_layers: int = 2
+    d_ff: int = 256
+    dropout: float = 0.0
+    block_len: int = 64  # query block of the local attention
+    mem_len: int = 64  # preceding positions each block may also attend to
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    overfit_pairs: int = 20  # the paper's overfitting experiment: 20 pairs of one scene
+    overfit_steps: int = 600
+    steps: int = 600
+
+
+@dataclass(frozen=True)
+class ImageBindConfig:
+    """ImageBind audio embeddings: the real ``imagebind_huge`` or a miniature trained by our code."""
+
+    model: str = "mini"  # "huge" (official weights) or "mini" (trained here)
+    embed_dim: int = 1024
+    dtype: str = "float32"  # "float32", "bfloat16" or "float16" (GPU)
+    batch_size: int = 16
+    audio_scale: str = "imagebind"  # scale handed to the U-Net: "imagebind" (norm 20) or "unit" (norm 1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a notebook or script needs; build with :func:`get_config`."""
+
+    mode: str = "demo"
+    seed: int = PAPER_SEED
+    device: str = "auto"  # "auto" = cuda > mps > cpu
+    cache_dir: Path = field(default_factory=lambda: default_cache_dir())
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    imagebind: ImageBindConfig = field(default_factory=ImageBindConfig)
+
+    # --- derived paths: everything downloaded, computed or trained lives under cache_dir -------------------
+    @property
+    def downloads_dir(self) -> Path:
+        return self.cache_dir / "downloads"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.cache_dir / "datasets"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.cache_dir / "features"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.cache_dir / "embeddings"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.cache_dir / "checkpoints"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.cache_dir / "figures" / self.mode
+
+    def resolved_device(self) -> str:
+        """The device to use: the configured one, ``A2I_DEVICE``, or cuda > mps > cpu."""
+        return resolve_device(self.device)
+
+    def replace(self, overrides: dict[str, Any] | None = None, **kwargs: Any) -> Config:
+        """A copy with dotted overrides (``{"transformer.steps": 10}``) and/or top-level fields."""
+        return _apply_overrides(dataclasses.replace(self, **kwargs), overrides or {})
+
+    def summary(self) -> str:
+        """A short, path-free text for notebooks (stable across machines, so nbval can compare it)."""
+        lines = [f"mode={self.mode} seed={self.seed}"]
+        for section in ("data", "features", "transformer", "imagebind"):
+            values = dataclasses.asdict(getattr(self, section))
+            lines.append(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        return "\n".join(lines)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Small enough for a 2-core CPU with no network: synthetic data, small models trained here.
+    "demo": {},
+    # The paper's setting: real ADVANCE, real ImageBind-huge, paper-size transformer, on a GPU.
+    "full": {
+        "data.source": "advance",
+        "data.image_size": 512,
+        "transformer.d_model": 512,
+        "transformer.n_heads": 8,
+        "transformer.n_enc_layers": 6,
+        "transformer.n_dec_layers": 6,
+        "transformer.d_ff": 2048,
+        "transformer.dropout": 0.1,
+        "transformer.block_len": 128,
+        "transformer.mem_len": 128,
+        "transformer.batch_size": 16,
+        "transformer.lr": 3e-4,
+        "transformer.warmup_steps": 300,
+        "transformer.overfit_steps": 5000,
+        "transformer.steps": 100_000,
+        "imagebind.model": "huge",
+        "imagebind.embed_dim": 1024,
+        "imagebind.dtype": "bfloat16",
+        "imagebind.batch_size": 64,
+    },
+}
+
+
+def default_cache_dir() -> Path:
+    """``A2I_CACHE`` if set, else the user's cache folder (``~/.cache/a2i`` on Linux); never the notebook's."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser().resolve()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("a2i", appauthor=False))
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``A2I_DEVICE`` beats ``auto``; ``auto`` picks cuda > mps > cpu."""
+    if device == "auto":
+        device = os.environ.get(DEVICE_ENV, "auto")
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def get_config(mode: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """The preset ``mode`` (default: ``A2I_MODE`` or ``"demo"``) with optional dotted ``overrides``."""
+    mode = mode or os.environ.get(MODE_ENV) or "demo"
+    if mode not in PRESETS:
+        valid = ", ".join(sorted(PRESETS))
+        raise ValueError(f"unknown preset {mode!r} (from {MODE_ENV} or the notebook); valid presets: {valid}")
+    cfg = _apply_overrides(Config(mode=mode), PRESETS[mode])
+    return _apply_overrides(cfg, overrides or {})
+
+
+def _apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Apply ``{"section.field": value, "field": value}`` to a frozen config, refusing unknown keys."""
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        target = getattr(cfg, section, None) if section else cfg
+        if not dataclasses.is_dataclass(target) or name not in {f.name for f in dataclasses.fields(target)}:
+            raise KeyError(f"unknown config key {key!r}")
+        if name == "cache_dir":
+            value = Path(value).expanduser()
+        new = dataclasses.replace(target, **{name: value})
+        cfg = dataclasses.replace(cfg, **{section: new}) if section else new
+    return cfg
+
+
+def seed_everything(seed: int = PAPER_SEED) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (seeds the legacy global generator that libraries still use)
+    torch.manual_seed(seed)

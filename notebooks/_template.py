@@ -1,0 +1,42 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # NN. Title
+# One-line summary.
+
+# %% tags=["install"]
+# Install a2i when it is missing (Colab, a fresh kernel). After `make demo` or `make test` it is installed
+# already and this cell does nothing. On Colab, set A2I_REPO to the address of your clone of the repository.
+import importlib.util
+import os
+import subprocess
+import sys
+
+if importlib.util.find_spec("a2i_utils") is None:
+    repo = os.environ.get("A2I_REPO")
+    if not repo:
+        raise RuntimeError("a2i_utils is not installed: run `make install`, or set A2I_REPO to the repo's URL")
+    subprocess.run(["git", "clone", "--depth", "1", repo, "a2i"], check=True)
+    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall.
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "a2i/requirements-colab.txt"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "a2i"], check=True)
+    sys.path.insert(0, os.path.abspath("a2i"))
+
+# %%
+import os
+
+from a2i_utils.config import get_config, seed_everything
+
+MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data) or "full" (GPU, ADVANCE)
+cfg = get_config(MODE)
+seed_everything(cfg.seed)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(cfg.summary())

@@ -1,0 +1,126 @@
+"""Build, store and run the course notebooks.
+
+The notebooks' source of truth is ``notebooks/NN_name.py`` (jupytext percent format: readable diffs).
+``notebooks/NN_name.ipynb`` is the same notebook with the outputs of a demo-mode run, which nbval re-runs
+and compares in the tests.
+
+    python scripts/run_notebooks.py store [NAMES...]   # .py -> executed .ipynb in notebooks/ (demo mode)
+    python scripts/run_notebooks.py run --out DIR      # execute every notebook into DIR, print times
+    python scripts/run_notebooks.py check              # every .py has an .ipynb with the same cells
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+NB_DIR = ROOT / "notebooks"
+CELL_TIMEOUT_S = 1800
+
+
+def sources(names: list[str] | None = None) -> list[Path]:
+    """The notebook sources ``notebooks/NN_*.py``, in order, optionally filtered by name prefix."""
+    paths = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
+    if names:
+        paths = [p for p in paths if any(p.stem.startswith(n) or p.name == n for n in names)]
+        if not paths:
+            raise SystemExit(f"no notebook in {NB_DIR} matches {names}")
+    return paths
+
+
+def read_source(path: Path) -> nbformat.NotebookNode:
+    """Read a jupytext percent script as a notebook with the project's kernel."""
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, mode: str = "demo") -> float:
+    """Execute ``nb`` in place with ``A2I_MODE=mode``; return the wall time in seconds."""
+    os.environ["A2I_MODE"] = mode
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    client = NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+        record_timing=False,
+    )
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start
+
+
+def store(names: list[str] | None) -> None:
+    """Execute each source in demo mode and store it, with outputs, as ``notebooks/NN_name.ipynb``."""
+    for src in sources(names):
+        nb = read_source(src)
+        seconds = execute(nb, NB_DIR)
+        target = src.with_suffix(".ipynb")
+        tmp = target.with_suffix(".ipynb.tmp")
+        nbformat.write(nb, tmp)
+        tmp.replace(target)  # atomic: an interrupted run never leaves half a notebook
+        print(f"stored {target.relative_to(ROOT)} ({seconds:.0f} s)", flush=True)
+
+
+def run(out: Path, mode: str) -> None:
+    """Execute every notebook (from its source) into ``out``, printing each notebook's time."""
+    out.mkdir(parents=True, exist_ok=True)
+    total = 0.0
+    for src in sources():
+        nb = read_source(src)
+        print(f"running {src.stem} ...", flush=True)
+        seconds = execute(nb, NB_DIR, mode)
+        total += seconds
+        nbformat.write(nb, out / f"{src.stem}.ipynb")
+        print(f"  {src.stem}: {seconds:.0f} s", flush=True)
+    print(f"all notebooks: {total:.0f} s; executed copies in {out}")
+
+
+def check() -> int:
+    """Every source has a stored notebook whose cells are the source's cells (no drift)."""
+    problems = []
+    for src in sources():
+        stored = src.with_suffix(".ipynb")
+        if not stored.exists():
+            problems.append(f"{stored.name} missing: run `make notebooks`")
+            continue
+        want = [(c.cell_type, c.source) for c in read_source(src).cells]
+        have = [(c.cell_type, c.source) for c in nbformat.read(stored, as_version=4).cells]
+        if want != have:
+            problems.append(f"{stored.name} differs from {src.name}: run `make notebooks`")
+        elif any(c.cell_type == "code" and c.get("execution_count") is None and c.source.strip()
+                 for c in nbformat.read(stored, as_version=4).cells):
+            problems.append(f"{stored.name} has unexecuted cells: run `make notebooks`")
+    for p in problems:
+        print(p)
+    return 1 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_store = sub.add_parser("store", help="execute sources in demo mode and store the .ipynb")
+    p_store.add_argument("names", nargs="*")
+    p_run = sub.add_parser("run", help="execute every notebook into a folder")
+    p_run.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo")
+    p_run.add_argument("--mode", default=os.environ.get("A2I_MODE", "demo"))
+    sub.add_parser("check", help="stored notebooks match their sources")
+    args = parser.parse_args(argv)
+    if args.cmd == "store":
+        store(args.names)
+    elif args.cmd == "run":
+        run(args.out.resolve(), args.mode)
+    else:
+        return check()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
