@@ -1,0 +1,111 @@
+"""ImageBind's audio preprocessing, fed from our own audio reader (no ffmpeg needed).
+
+ImageBind (``imagebind.data.load_and_transform_audio_data``) turns a recording into its model input like this
+(FACTS §2):
+
+1. resample to 16 kHz (mono; Kaldi's fbank reads channel 0 only);
+2. take 3 clips of 2 s whose starts are spread evenly over ``[0, duration - 2]`` (a 10 s file uses 6 s);
+3. per clip: subtract the mean, Kaldi fbank (128 mel bins, 25 ms hanning window, 10 ms shift, dither 0,
+   HTK-compatible), transpose to (128, frames) and pad/cut to 204 frames;
+4. normalise with mean -4.268 and std 9.138; stack to (3, 1, 128, 204) per recording.
+
+We reproduce those steps exactly (a test compares with ImageBind's own function) with two differences
+that only matter where ImageBind fails: a recording shorter than one 25 ms frame (400 samples) is
+zero-padded to one frame instead of crashing the fbank, and an empty recording is refused with a clear
+error. ImageBind subtracts each clip's mean *in place* on a view of the full waveform, so when clips overlap
+(recordings under 4 s) a later clip sees a signal already shifted over part of its length. Kaldi removes
+each frame's DC offset, but a frame that straddles the end of the earlier clip is shifted over only part of
+its samples and changes (by up to ~0.005 after normalisation). We reproduce that quirk, on a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16_000  # Hz, ImageBind's audio rate
+NUM_MEL_BINS = 128
+TARGET_LENGTH = 204  # fbank frames per clip (2 s at a 10 ms shift, + a little)
+CLIP_DURATION_S = 2
+CLIPS_PER_RECORDING = 3
+FBANK_MEAN = -4.268  # ImageBind's (AudioSet) normalisation
+FBANK_STD = 9.138
+FRAME_SHIFT_MS = 10
+FRAME_LENGTH_MS = 25
+MIN_CLIP_SAMPLES = SAMPLE_RATE * FRAME_LENGTH_MS // 1000  # 400: one Kaldi frame
+INPUT_SHAPE = (CLIPS_PER_RECORDING, 1, NUM_MEL_BINS, TARGET_LENGTH)  # one recording's model input
+
+
+def clip_bounds(n_samples: int, sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
+    """Sample ranges [start, end) of the 3 clips, exactly as ImageBind's ConstantClipsPerVideoSampler."""
+    duration = n_samples / sample_rate  # a float, as in ImageBind
+    max_start = Fraction(max(duration - CLIP_DURATION_S, 0))
+    step = Fraction(max_start, CLIPS_PER_RECORDING)
+    bounds = []
+    for k in range(CLIPS_PER_RECORDING):
+        start = step * k
+        end = start + CLIP_DURATION_S
+        bounds.append((int(start * sample_rate), min(int(end * sample_rate), n_samples)))
+    return bounds
+
+
+def clip_to_fbank(clip: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """One mono clip (T,), mean already removed -> normalised log-mel fbank (1, 128, 204)."""
+    if clip.numel() < MIN_CLIP_SAMPLES:  # ImageBind crashes here; one zero-padded frame instead
+        clip = torch.nn.functional.pad(clip, (0, MIN_CLIP_SAMPLES - clip.numel()))
+    fbank = torchaudio.compliance.kaldi.fbank(
+        clip.unsqueeze(0),  # (1, T): Kaldi wants (channels, time)
+        htk_compat=True,
+        sample_frequency=sample_rate,
+        use_energy=False,
+        window_type="hanning",
+        num_mel_bins=NUM_MEL_BINS,
+        dither=0.0,
+        frame_length=FRAME_LENGTH_MS,
+        frame_shift=FRAME_SHIFT_MS,
+    )  # (frames, 128)
+    fbank = fbank.transpose(0, 1)  # (128, frames)
+    pad = TARGET_LENGTH - fbank.shape[1]
+    fbank = torch.nn.functional.pad(fbank, (0, pad)) if pad > 0 else fbank[:, :TARGET_LENGTH]  # (128, 204)
+    return ((fbank - FBANK_MEAN) / FBANK_STD).unsqueeze(0)  # (1, 128, 204)
+
+
+def waveform_to_input(waveform: np.ndarray | torch.Tensor, name: str = "waveform") -> torch.Tensor:
+    """A 16 kHz mono waveform (T,) -> ImageBind's audio input for one recording (3, 1, 128, 204)."""
+    wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+    if wav.ndim != 1:
+        raise ValueError(f"{name}: expected a mono waveform of shape (T,), got shape {tuple(wav.shape)}")
+    if wav.numel() == 0:
+        raise ValueError(f"{name}: the recording is empty (0 samples); ImageBind needs audio")
+    if not torch.isfinite(wav).all():
+        raise ValueError(f"{name}: the waveform contains NaN or infinite samples")
+    wav = wav.clone()  # the in-place mean removal below must not touch the caller's array
+    clips = []
+    for s, e in clip_bounds(wav.numel()):
+        view = wav[s:e]
+        view -= view.mean()  # in place on the shared waveform, exactly as ImageBind does
+        clips.append(clip_to_fbank(view))
+    return torch.stack(clips)  # (3, 1, 128, 204)
+
+
+def waveforms_to_batch(
+    waveforms: Sequence[np.ndarray | torch.Tensor], names: Sequence[str] | None = None
+) -> torch.Tensor:
+    """Several 16 kHz mono waveforms (of any lengths) -> one batch (B, 3, 1, 128, 204)."""
+    names = list(names) if names is not None else [f"waveform {i}" for i in range(len(waveforms))]
+    if not waveforms:
+        return torch.empty(0, *INPUT_SHAPE)
+    return torch.stack([waveform_to_input(w, n) for w, n in zip(waveforms, names)])  # (B, 3, 1, 128, 204)
+
+
+def load_audio_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
+    """Audio files -> ImageBind's input (B, 3, 1, 128, 204), read with a2i's reader at 16 kHz."""
+    from a2i_utils.audio import load_audio
+
+    waveforms = [load_audio(p, SAMPLE_RATE) for p in paths]  # each float32 mono (T,)
+    return waveforms_to_batch(waveforms, [str(p) for p in paths])
