@@ -49,6 +49,7 @@ class FeatureConfig:
     duration_s: float = 10.0
     n_sections: int = 500
     n_bins: int = 220
+    log_eps: float = 1e-4  # F = log(|rFFT| + log_eps); bin 0 (DC) is the one dropped (a2i_utils.features)
 
 
 @dataclass(frozen=True)

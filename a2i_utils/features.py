@@ -1,0 +1,153 @@
+"""FFT features of the pixel transformer (paper §3.2, §4): 500 sections x 220 log-magnitude bins.
+
+A 10 s recording at 22,050 Hz is 220,500 samples = 500 sections of 441 samples (20 ms each). The real FFT
+of a 441-sample section has 221 bins, k * 50 Hz for k = 0..220. We keep bins 1..220 (50 Hz to 11,000 Hz)
+and DROP BIN 0, the DC bin: it is the section's mean, i.e. a microphone's constant offset, not sound, and
+at 0 Hz it is below anything audible. (441 is odd, so there is no Nyquist bin to drop instead.)
+
+    X[s, k] = | sum_n x[441 s + n] exp(-2 pi i k n / 441) |,   F[s, k] = log(X[s, k] + eps),   k = 1..220
+
+All sections go through ONE batched ``torch.fft.rfft`` over a (B, 500, 441) view of the waveform: no
+Python loop. Normalisation uses per-bin statistics of the TRAINING split only (:class:`FeatureNormalizer`).
+Features of dataset files are cached in ``cfg.features_dir``, keyed by the file's bytes and the parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from a2i_utils.audio import load_audio
+
+DROPPED_BIN = 0  # the DC bin (see the module docstring)
+FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then ignored
+
+
+def section_length(fc) -> int:
+    """Samples per section: 220,500 / 500 = 441 for the paper's setting."""
+    n = round(fc.sample_rate * fc.duration_s)
+    if n % fc.n_sections:
+        raise ValueError(f"{n} samples do not split into {fc.n_sections} equal sections")
+    return n // fc.n_sections
+
+
+def fft_features(wave, fc) -> torch.Tensor:
+    """(n,) or (B, n) waveform at ``fc.sample_rate`` -> (500, 220) or (B, 500, 220) float32 log-magnitudes."""
+    x = torch.as_tensor(np.asarray(wave) if not torch.is_tensor(wave) else wave, dtype=torch.float32)
+    single = x.ndim == 1
+    x = x.unsqueeze(0) if single else x  # (B, n)
+    n_total = fc.n_sections * section_length(fc)
+    if x.shape[-1] < n_total:  # zero-pad at the end, crop keeping the start (as load_audio does)
+        x = torch.nn.functional.pad(x, (0, n_total - x.shape[-1]))
+    x = x[:, :n_total]  # (B, 220500)
+    sections = x.reshape(x.shape[0], fc.n_sections, -1)  # (B, 500, 441): a view, no copy
+    mag = torch.fft.rfft(sections, dim=-1).abs()  # (B, 500, 221): one batched transform
+    keep = [k for k in range(mag.shape[-1]) if k != DROPPED_BIN][: fc.n_bins]
+    feats = torch.log(mag[..., keep] + fc.log_eps)  # (B, 500, 220)
+    return feats[0] if single else feats
+
+
+def fft_features_loop(wave: np.ndarray, fc) -> np.ndarray:
+    """Reference: the same features, one section at a time with NumPy (for tests and the benchmark)."""
+    length = section_length(fc)
+    n_total = fc.n_sections * length
+    x = np.zeros(n_total, dtype=np.float32)
+    x[: min(len(wave), n_total)] = wave[:n_total]
+    out = np.empty((fc.n_sections, fc.n_bins), dtype=np.float32)
+    for s in range(fc.n_sections):
+        mag = np.abs(np.fft.rfft(x[s * length : (s + 1) * length]))  # (221,)
+        out[s] = np.log(np.delete(mag, DROPPED_BIN)[: fc.n_bins] + fc.log_eps)
+    return out
+
+
+def bin_frequencies(fc) -> np.ndarray:
+    """Centre frequency in Hz of each kept bin: (220,) = 50, 100, ..., 11,000 Hz."""
+    length = section_length(fc)
+    k = np.delete(np.arange(length // 2 + 1), DROPPED_BIN)[: fc.n_bins]
+    return k * fc.sample_rate / length
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cache: one safetensors file per recording, keyed by its bytes and the feature parameters
+# ----------------------------------------------------------------------------------------------------------
+def params_key(fc) -> str:
+    """A short hash of the feature parameters (and the code version)."""
+    params = {**dataclasses.asdict(fc), "dropped_bin": DROPPED_BIN, "version": FEATURE_VERSION}
+    return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def file_key(path: Path) -> str:
+    """sha1 of a file's bytes."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cache_path(path: Path, cfg) -> Path:
+    """Where the features of the recording ``path`` are cached: ``features_dir/<params>/<content>.safetensors``."""
+    return Path(cfg.features_dir) / params_key(cfg.features) / f"{file_key(path)}.safetensors"
+
+
+def features_for_file(path: Path, cfg) -> torch.Tensor:
+    """(500, 220) features of one recording, from the cache or computed and cached."""
+    target = cache_path(Path(path), cfg)
+    if target.is_file():
+        return load_file(target)["features"]
+    fc = cfg.features
+    feats = fft_features(load_audio(path, fc.sample_rate, fc.duration_s), fc).contiguous()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    save_file({"features": feats}, tmp)
+    tmp.replace(target)
+    return feats
+
+
+def features_for_pairs(pairs, cfg, progress: bool = True) -> torch.Tensor:
+    """(N, 500, 220) features of the pairs' recordings, cached per file in ``cfg.features_dir``."""
+    out = torch.empty(len(pairs), cfg.features.n_sections, cfg.features.n_bins)
+    for i, pair in enumerate(tqdm(pairs, desc="FFT features", disable=not progress, leave=False)):
+        out[i] = features_for_file(pair.audio_path, cfg)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Normalisation with training-split statistics
+# ----------------------------------------------------------------------------------------------------------
+class FeatureNormalizer:
+    """Per-bin standardisation, (F - mean[k]) / std[k], with statistics of the training features only."""
+
+    def __init__(self, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        self.mean = mean
+        self.std = std
+
+    def fit(self, train_features: torch.Tensor) -> FeatureNormalizer:
+        """Mean and std of each bin over all training recordings and sections; (N, 500, 220) -> (220,)."""
+        flat = train_features.reshape(-1, train_features.shape[-1]).double()  # (N * 500, 220)
+        self.mean = flat.mean(0).float()
+        self.std = flat.std(0).clamp_min(1e-6).float()
+        return self
+
+    def __call__(self, features: torch.Tensor) -> torch.Tensor:
+        """Normalise (..., 220) features."""
+        if self.mean is None:
+            raise RuntimeError("FeatureNormalizer: call fit(train_features) or from_state_dict first")
+        return (features - self.mean.to(features)) / self.std.to(features)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The statistics as tensors (savable with safetensors)."""
+        return {"mean": self.mean.clone(), "std": self.std.clone()}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> FeatureNormalizer:
+        """Rebuild from :meth:`state_dict`."""
+        return cls(state["mean"].clone(), state["std"].clone())

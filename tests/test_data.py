@@ -1,0 +1,231 @@
+"""Dataset: parsing ADVANCE-shaped trees, pairing by stem, the split by base id, download and safe extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from a2i_utils import advance
+from a2i_utils.config import get_config
+from a2i_utils.data import (
+    CLASSES,
+    Dataset,
+    DatasetError,
+    ImageError,
+    load_image,
+    load_tree,
+    prepare_dataset,
+    scan_tree,
+    split_by_base_id,
+)
+
+SR = 22_050
+
+
+def write_pair(root: Path, label: str, name: str, seconds: float = 0.2, rate: int = SR, int32: bool = False):
+    """One image + recording, the way torchgeo's ADVANCE fixture writes them (int32 WAV when asked)."""
+    (root / "vision" / label).mkdir(parents=True, exist_ok=True)
+    (root / "sound" / label).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(abs(hash((label, name))) % 2**32)
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "vision" / label / f"{name}.jpg")
+    wave = rng.uniform(-0.5, 0.5, int(seconds * rate)).astype(np.float32)
+    if int32:
+        sf.write(root / "sound" / label / f"{name}.wav", (wave * 2**31).astype(np.int32), rate, subtype="PCM_32")
+    else:
+        sf.write(root / "sound" / label / f"{name}.wav", wave, rate, subtype="PCM_16")
+
+
+def test_classes_are_the_13_advance_folders_sorted():
+    assert len(CLASSES) == 13 and list(CLASSES) == sorted(CLASSES)
+    assert "sparse shrub land" in CLASSES and "train station" in CLASSES
+
+
+def test_torchgeo_style_fixture_tree_is_parsed(tmp_path):
+    for label in ("airport", "sparse shrub land"):
+        for name in ("00001", "00002", "00002_1"):
+            write_pair(tmp_path, label, name if label == "airport" else str(int(name[:5]) + 100).zfill(5)
+                       + name[5:], seconds=10.0, int32=True)
+    pairs, problems = scan_tree(tmp_path, progress=False)
+    assert problems == []
+    assert len(pairs) == 6
+    by_id = {(p.label, p.id): p for p in pairs}
+    p = by_id[("airport", "00002_1")]
+    assert p.base_id == "00002" and p.image_path.stem == p.audio_path.stem == "00002_1"
+    assert p.audio_path.parent.name == "airport"
+    assert by_id[("sparse shrub land", "00102_1")].base_id == "00102"
+
+
+def test_pairs_by_stem_not_position_and_reports_problems(tmp_path):
+    write_pair(tmp_path, "beach", "00010")
+    write_pair(tmp_path, "beach", "00011")
+    (tmp_path / "sound" / "beach" / "00011.wav").unlink()  # image without recording
+    write_pair(tmp_path, "beach", "00012")
+    (tmp_path / "vision" / "beach" / "00012.jpg").unlink()  # recording without image
+    write_pair(tmp_path, "beach", "00013")
+    (tmp_path / "sound" / "beach" / "00013.wav").write_text("not audio")  # unreadable recording
+    write_pair(tmp_path, "beach", "00014")
+    (tmp_path / "vision" / "beach" / "00014.jpg").write_bytes(b"\xff\xd8\xff garbage")  # unreadable image
+    write_pair(tmp_path, "forest", "00015")
+    (tmp_path / "vision" / "mountains").mkdir()  # not a class
+    write_pair(tmp_path, "forest", "00016")
+    sf.write(tmp_path / "sound" / "forest" / "00016.wav", np.zeros(100, np.float32), SR)  # silent: kept
+    pairs, problems = scan_tree(tmp_path, progress=False)
+    assert sorted(p.id for p in pairs) == ["00010", "00015", "00016"]
+    text = "\n".join(problems)
+    for needle in ("00011.jpg: no recording", "00012.wav: no image", "beach/00013", "beach/00014", "mountains",
+                   "forest/00016", "silent"):
+        assert needle in text, needle
+
+
+def test_load_tree_raises_only_when_nothing_is_usable(tmp_path):
+    (tmp_path / "vision").mkdir()
+    with pytest.raises(DatasetError, match="no usable"):
+        load_tree(tmp_path, progress=False)
+
+
+def make_big_tree(root: Path, per_class: int = 20) -> None:
+    """A tree with several classes, base ids with `_k` siblings."""
+    n = 0
+    for label in CLASSES[:4]:
+        for i in range(per_class):
+            base = f"{n:05d}"
+            n += 1
+            write_pair(root, label, base, seconds=0.05)
+            if i % 3 == 0:
+                write_pair(root, label, f"{base}_1", seconds=0.05)
+
+
+def test_split_by_base_id_stratified_and_stored(tmp_path):
+    make_big_tree(tmp_path)
+    ds = load_tree(tmp_path, val_fraction=0.1, seed=42, progress=False)
+    assert isinstance(ds, Dataset) and ds.problems == []
+    train_ids, val_ids = {p.base_id for p in ds.train}, {p.base_id for p in ds.val}
+    assert train_ids and val_ids and not train_ids & val_ids  # no base id on both sides
+    for label in CLASSES[:4]:
+        n_val = len({p.base_id for p in ds.val if p.label == label})
+        assert n_val == 2  # 10% of 20 base ids in every class
+    assert (tmp_path / "split.json").is_file() and (tmp_path / "manifest.json").is_file()
+    again = load_tree(tmp_path, val_fraction=0.1, seed=42, progress=False)
+    assert [(p.id, p.split) for p in again.pairs] == [(p.id, p.split) for p in ds.pairs]
+    other = split_by_base_id(ds.pairs, 0.1, seed=7)
+    assert other != {p.base_id: p.split for p in ds.pairs}
+
+
+def test_manifest_rebuilt_when_tree_changes(tmp_path):
+    make_big_tree(tmp_path, per_class=5)
+    first = load_tree(tmp_path, progress=False)
+    write_pair(tmp_path, "lake", "99999")
+    second = load_tree(tmp_path, progress=False)
+    assert len(second.pairs) == len(first.pairs) + 1 and "99999" in {p.id for p in second.pairs}
+
+
+def test_load_image_sizes_and_errors(tmp_path):
+    path = tmp_path / "x.jpg"
+    Image.fromarray(np.full((64, 48, 3), 200, np.uint8)).save(path)
+    rgb, gray = load_image(path, 32), load_image(path, 32, gray=True)
+    assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8 and gray.shape == (32, 32)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    with pytest.raises(ImageError, match="bad.jpg"):
+        load_image(bad, 32)
+    truncated = tmp_path / "trunc.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(ImageError, match="trunc.jpg"):
+        load_image(truncated, 32)
+
+
+def test_prepare_dataset_synthetic_is_cached(tmp_path):
+    cfg = get_config("demo", {"data.per_class": 2, "data.image_size": 32, "cache_dir": tmp_path})
+    ds = prepare_dataset(cfg, progress=False)
+    assert len(ds.pairs) == 2 * 13 and ds.root.parent == cfg.datasets_dir
+    assert set(ds.counts().values()) == {2}
+    mtime = (ds.root / "synthetic.json").stat().st_mtime_ns
+    ds2 = prepare_dataset(cfg, progress=False)
+    assert (ds2.root / "synthetic.json").stat().st_mtime_ns == mtime
+    assert [p.id for p in ds2.pairs] == [p.id for p in ds.pairs]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Download (md5) and safe extraction
+# ----------------------------------------------------------------------------------------------------------
+def make_zip(path: Path, members: dict[str, bytes]) -> str:
+    """A zip with the given members; return its md5."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_download_checks_md5_and_refuses_a_wrong_file(tmp_path):
+    src = tmp_path / "mirror" / "ADVANCE_vision.zip"
+    src.parent.mkdir()
+    md5 = make_zip(src, {"vision/airport/00001.jpg": b"x"})
+    good = advance.Archive("ADVANCE_vision.zip", src.as_uri(), md5)
+    path = advance.download(good, tmp_path / "downloads", progress=False)
+    assert path.read_bytes() == src.read_bytes()
+    wrong = advance.Archive("other.zip", src.as_uri(), "0" * 32)
+    with pytest.raises(advance.DownloadError, match="md5"):
+        advance.download(wrong, tmp_path / "downloads", progress=False)
+    assert not (tmp_path / "downloads" / "other.zip").exists()  # the wrong file is not kept
+
+
+def test_ensure_advance_downloads_and_extracts_both_archives(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, format="JPEG")
+    wav = io.BytesIO()
+    sf.write(wav, np.full(1000, 0.1, np.float32), SR, format="WAV", subtype="PCM_32")
+    md5_v = make_zip(mirror / "v.zip", {"vision/sparse shrub land/00001.jpg": buf.getvalue()})
+    md5_s = make_zip(mirror / "s.zip", {"sound/sparse shrub land/00001.wav": wav.getvalue()})
+    archives = (advance.Archive("ADVANCE_vision.zip", (mirror / "v.zip").as_uri(), md5_v),
+                advance.Archive("ADVANCE_sound.zip", (mirror / "s.zip").as_uri(), md5_s))
+    cfg = get_config("full", {"cache_dir": tmp_path / "cache"})
+    root = advance.ensure_advance(cfg, progress=False, archives=archives)
+    ds = load_tree(root, progress=False)
+    assert [(p.label, p.id) for p in ds.pairs] == [("sparse shrub land", "00001")]
+    (mirror / "v.zip").unlink()  # a second call uses the cache, no download
+    assert advance.ensure_advance(cfg, progress=False, archives=archives) == root
+
+
+@pytest.mark.parametrize("name", ["../evil.txt", "/tmp/evil-abs.txt", "vision/../../evil.txt"])
+def test_safe_extract_refuses_escaping_zip_members(tmp_path, name):
+    archive = tmp_path / "bad.zip"
+    make_zip(archive, {"vision/ok.txt": b"ok", name: b"evil"})
+    with pytest.raises(advance.UnsafeArchiveError, match="refusing"):
+        advance.safe_extract(archive, tmp_path / "out")
+    assert not (tmp_path / "out" / "vision").exists() and not (tmp_path / "evil.txt").exists()
+
+
+def test_safe_extract_refuses_symlinks(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        info = zipfile.ZipInfo("vision/link")
+        info.external_attr = (0o120777 << 16)  # a symbolic link
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(advance.UnsafeArchiveError, match="link"):
+        advance.safe_extract(archive, tmp_path / "out")
+    tar_path = tmp_path / "link.tar"
+    with tarfile.open(tar_path, "w") as tf:
+        t = tarfile.TarInfo("sound/link")
+        t.type, t.linkname = tarfile.SYMTYPE, "../../outside"
+        tf.addfile(t)
+    with pytest.raises(advance.UnsafeArchiveError, match="link"):
+        advance.safe_extract(tar_path, tmp_path / "out2")
+
+
+def test_safe_extract_extracts_a_clean_archive(tmp_path):
+    archive = tmp_path / "ok.zip"
+    make_zip(archive, {"vision/beach/00001.jpg": b"a", "vision/beach/00002.jpg": b"b"})
+    out = advance.safe_extract(archive, tmp_path / "out")
+    assert sorted(p.name for p in (out / "vision" / "beach").iterdir()) == ["00001.jpg", "00002.jpg"]
+    assert not list(out.glob(".extract-*"))

@@ -1,0 +1,114 @@
+"""The synthetic soundscape world: layout, determinism, variation, `_k` views, hard recordings, distinct scenes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from a2i_utils import synth
+from a2i_utils.data import CLASSES, load_tree
+
+
+def digest(root) -> dict[str, str]:
+    """sha1 of every file of a tree."""
+    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name not in ("manifest.json", "split.json")}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return synth.write_tree(tmp_path_factory.mktemp("syn") / "t", per_class=4, seed=3, image_size=48,
+                            duration_s=10.0, progress=False)
+
+
+def test_layout_is_advance_shaped(tree):
+    for label in CLASSES:
+        jpgs = sorted((tree / "vision" / label).glob("*.jpg"))
+        wavs = sorted((tree / "sound" / label).glob("*.wav"))
+        assert len(jpgs) == len(wavs) == 4
+        assert [p.stem for p in jpgs] == [p.stem for p in wavs]
+    img = Image.open(next((tree / "vision" / "beach").glob("*.jpg")))
+    assert img.size == (48, 48) and img.mode == "RGB" and img.format == "JPEG"
+    info = sf.info(next((tree / "sound" / "beach").glob("*.wav")))
+    assert info.samplerate == 22_050 and info.frames == 220_500 and info.channels == 1
+    ds = load_tree(tree, progress=False)
+    assert len(ds.pairs) == 52 and ds.problems == []
+
+
+def test_deterministic_for_a_seed_and_different_for_another(tree, tmp_path):
+    again = synth.write_tree(tmp_path / "again", per_class=4, seed=3, image_size=48, progress=False)
+    assert digest(again) == digest(tree)
+    other = synth.write_tree(tmp_path / "other", per_class=4, seed=4, image_size=48, progress=False)
+    assert set(digest(other).values()).isdisjoint(
+        v for k, v in digest(tree).items() if k.startswith(("vision", "sound")))
+
+
+def test_k_views_share_the_recording_of_their_base_id():
+    plan = synth.plan_tree(per_class=24, seed=42)
+    ks = [p for p in plan if p["k"] > 0]
+    assert ks, "some places have extra `_k` views"
+    assert all(p["id"] == f"{p['base_id']}_{p['k']}" for p in ks)
+    assert all(sum(p["label"] == c for p in plan) == 24 for c in CLASSES)
+    hard = [p["hard"] for p in plan if p["k"] == 0 and p["hard"]]
+    assert set(hard) == set(synth.HARD_KINDS)
+
+
+def test_k_files_reuse_audio(tree):
+    meta = json.loads((tree / "synthetic.json").read_text())["pairs"]
+    for pid, m in meta.items():
+        if m["k"] > 0:
+            label = m["label"]
+            assert (tree / "sound" / label / f"{pid}.wav").read_bytes() == (
+                tree / "sound" / label / f"{m['base_id']}.wav").read_bytes()
+
+
+def test_variation_within_a_class():
+    imgs = [synth.make_image("farmland", np.random.default_rng(i), 64).astype(float) for i in range(3)]
+    assert min(np.abs(imgs[i] - imgs[j]).mean() for i in range(3) for j in range(i)) > 5
+    waves = [synth.make_sound("forest", np.random.default_rng(i), 22_050, 10.0)[0] for i in range(2)]
+    assert np.corrcoef(waves[0], waves[1])[0, 1] < 0.5
+
+
+def test_supports_512_pixels():
+    img = synth.make_image("residential", np.random.default_rng(0), 512)
+    assert img.shape == (512, 512, 3) and img.dtype == np.uint8 and img.std() > 10
+
+
+def test_hard_recordings(tmp_path):
+    rng = np.random.default_rng
+    clean, _ = synth.make_sound("harbour", rng(5), 22_050, 10.0)
+    quiet, info = synth.make_sound("harbour", rng(5), 22_050, 10.0, hard="quiet")
+    assert info["hard"] == "quiet" and np.abs(quiet).max() < 0.05 and np.abs(quiet).max() > 1e-4
+    mixed, info = synth.make_sound("harbour", rng(5), 22_050, 10.0, hard="mixed")
+    assert info["mixed_with"] != "harbour" and info["mixed_with"] in CLASSES
+    noisy, info = synth.make_sound("harbour", rng(5), 22_050, 10.0, hard="noisy")
+    assert 0 <= info["snr_db"] <= 6
+    assert all(np.isfinite(w).all() and np.abs(w).max() <= 1 for w in (clean, quiet, mixed, noisy))
+
+
+def band_profile(wave: np.ndarray) -> np.ndarray:
+    """Share of energy in 8 octave-ish bands, a crude timbre fingerprint."""
+    spec = np.abs(np.fft.rfft(wave)) ** 2
+    f = np.fft.rfftfreq(len(wave), 1 / 22_050)
+    edges = [0, 100, 250, 500, 1000, 2000, 4000, 6000, 11_025]
+    e = np.array([spec[(f >= lo) & (f < hi)].sum() for lo, hi in zip(edges[:-1], edges[1:])])
+    return e / e.sum()
+
+
+def test_scenes_are_distinct_by_colour_and_sound():
+    """Nearest-centroid on mean colour + band energies tells the clean scenes apart (sanity, not a benchmark)."""
+    feats = {c: [] for c in CLASSES}
+    for c in CLASSES:
+        for i in range(4):
+            rng = np.random.default_rng([11, i])
+            img = synth.make_image(c, rng, 32).reshape(-1, 3).mean(0) / 255
+            snd = band_profile(synth.make_sound(c, rng, 22_050, 10.0)[0])
+            feats[c].append(np.concatenate([img, np.log(snd + 1e-6) / 5]))
+    centroids = {c: np.mean(v[:3], 0) for c, v in feats.items()}
+    correct = sum(min(centroids, key=lambda k: np.linalg.norm(centroids[k] - feats[c][3])) == c for c in CLASSES)
+    assert correct >= 9, correct
