@@ -229,3 +229,27 @@ def test_safe_extract_extracts_a_clean_archive(tmp_path):
     out = advance.safe_extract(archive, tmp_path / "out")
     assert sorted(p.name for p in (out / "vision" / "beach").iterdir()) == ["00001.jpg", "00002.jpg"]
     assert not list(out.glob(".extract-*"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The `a2i data` verb
+# ----------------------------------------------------------------------------------------------------------
+def test_cli_synth_then_check(tmp_path, capsys):
+    from a2i_utils import cli
+
+    out = tmp_path / "tree"
+    assert cli.main(["data", "synth", "--out", str(out), "--per-class", "1", "--seed", "5", "--image-size", "16"]) == 0
+    assert len(list((out / "sound").glob("*/*.wav"))) == 13
+    (out / "sound" / "lake" / next((out / "sound" / "lake").iterdir()).name).write_bytes(b"")
+    assert cli.main(["data", "check", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "12 usable pairs" in text and "1 problem(s)" in text and "empty" in text
+    assert not (out / "manifest.json").exists()  # check never writes into the tree
+
+
+def test_cli_check_fails_only_when_nothing_usable(tmp_path, capsys):
+    from a2i_utils import cli
+
+    (tmp_path / "vision" / "beach").mkdir(parents=True)
+    assert cli.main(["data", "check", str(tmp_path)]) == 1
+    assert cli.main(["data", "check", str(tmp_path / "missing")]) == 1
