@@ -29,6 +29,7 @@ recording in six is made hard on purpose: ``noisy`` (broadband noise at 0-6 dB S
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -475,6 +476,7 @@ def _band(x: np.ndarray, sr: int, lo: float, hi: float) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x) * _band_gain(len(x), sr, lo, hi), len(x)).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=64)
 def _band_gain(n: int, sr: int, lo: float, hi: float) -> np.ndarray:
     """Gain of the smooth (about one octave wide edges) band-pass at the rFFT frequencies of n samples."""
     logf = np.log2(np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0))
