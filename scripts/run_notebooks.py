@@ -26,13 +26,13 @@ NB_DIR = ROOT / "notebooks"
 CELL_TIMEOUT_S = 1800
 
 
-def sources(names: list[str] | None = None) -> list[Path]:
-    """The notebook sources ``notebooks/NN_*.py``, in order, optionally filtered by name prefix."""
-    paths = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
+def sources(names: list[str] | None = None, nb_dir: Path = NB_DIR) -> list[Path]:
+    """The notebook sources ``NN_*.py`` in ``nb_dir``, in order, optionally filtered by name prefix."""
+    paths = sorted(nb_dir.glob("[0-9][0-9]_*.py"))
     if names:
         paths = [p for p in paths if any(p.stem.startswith(n) or p.name == n for n in names)]
         if not paths:
-            raise SystemExit(f"no notebook in {NB_DIR} matches {names}")
+            raise SystemExit(f"no notebook in {nb_dir} matches {names}")
     return paths
 
 
@@ -45,28 +45,33 @@ def read_source(path: Path) -> nbformat.NotebookNode:
 
 
 def execute(nb: nbformat.NotebookNode, cwd: Path, mode: str = "demo") -> float:
-    """Execute ``nb`` in place with ``A2I_MODE=mode``; return the wall time in seconds."""
-    os.environ["A2I_MODE"] = mode
+    """Execute ``nb`` in place in a kernel with ``A2I_MODE=mode``; return the wall time in seconds."""
+    saved = dict(os.environ)
+    os.environ["A2I_MODE"] = mode  # the kernel inherits this process's environment
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     client = NotebookClient(
         nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
         record_timing=False,
     )
     start = time.perf_counter()
-    client.execute()
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     return time.perf_counter() - start
 
 
-def store(names: list[str] | None) -> None:
+def store(names: list[str] | None, nb_dir: Path = NB_DIR) -> None:
     """Execute each source in demo mode and store it, with outputs, as ``notebooks/NN_name.ipynb``."""
-    for src in sources(names):
+    for src in sources(names, nb_dir):
         nb = read_source(src)
-        seconds = execute(nb, NB_DIR)
+        seconds = execute(nb, nb_dir)
         target = src.with_suffix(".ipynb")
         tmp = target.with_suffix(".ipynb.tmp")
         nbformat.write(nb, tmp)
         tmp.replace(target)  # atomic: an interrupted run never leaves half a notebook
-        print(f"stored {target.relative_to(ROOT)} ({seconds:.0f} s)", flush=True)
+        print(f"stored {target.name} ({seconds:.0f} s)", flush=True)
 
 
 def run(out: Path, mode: str) -> None:
@@ -83,10 +88,10 @@ def run(out: Path, mode: str) -> None:
     print(f"all notebooks: {total:.0f} s; executed copies in {out}")
 
 
-def check() -> int:
+def check(nb_dir: Path = NB_DIR) -> int:
     """Every source has a stored notebook whose cells are the source's cells (no drift)."""
     problems = []
-    for src in sources():
+    for src in sources(nb_dir=nb_dir):
         stored = src.with_suffix(".ipynb")
         if not stored.exists():
             problems.append(f"{stored.name} missing: run `make notebooks`")
