@@ -83,6 +83,20 @@ class ImageBindConfig:
     dtype: str = "float32"  # "float32", "bfloat16" or "float16" (GPU)
     batch_size: int = 16
     audio_scale: str = "imagebind"  # scale handed to the U-Net: "imagebind" (norm 20) or "unit" (norm 1)
+    # The miniature (model="mini"): an ImageBindModel at these sizes, trained by a2i_utils.imagebind_models.
+    mini_dim: int = 64  # width of the vision and audio trunks
+    mini_blocks: int = 2
+    mini_heads: int = 4
+    mini_text_dim: int = 32
+    mini_side_dim: int = 16  # depth / thermal / IMU towers (built by the class, never trained here)
+    mini_vision_patch: int = 28  # 224 / 28 = 8 x 8 image patches
+    mini_audio_patch: int = 16  # fbank patches, no overlap: 128 x 204 -> 8 x 12
+    mini_audio_drop_path: float = 0.1
+    mini_vision_epochs: int = 12
+    mini_audio_epochs: int = 30
+    mini_train_batch: int = 32
+    mini_lr: float = 1e-3
+    cpu_threads: int = 1  # torch threads for CPU training/embedding (0: torch's default; 1 is fastest when shared)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""The embedding cache (hits, changed files, interrupted writes), the audio scale, the retrieval metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from PIL import Image
+
+from a2i_utils import embeddings as E
+from a2i_utils.config import get_config
+from a2i_utils.imagebind_models import Embedder, build_mini
+
+SMALL = {"imagebind.embed_dim": 32, "imagebind.mini_dim": 32, "imagebind.mini_blocks": 1, "imagebind.mini_heads": 2}
+
+
+class CountingEmbedder(Embedder):
+    """A real (small, untrained) ImageBindModel that counts how many items it embedded."""
+
+    calls: int = 0
+
+    def embed(self, modality, inputs):
+        self.calls += len(inputs)
+        return super().embed(modality, inputs)
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    return get_config("demo", {"cache_dir": tmp_path / "cache", "device": "cpu", "imagebind.batch_size": 2, **SMALL})
+
+
+@pytest.fixture
+def embedder(cfg):
+    torch.manual_seed(0)
+    return CountingEmbedder(build_mini(cfg).eval(), identity="test-model")
+
+
+def _wavs(folder, n, seconds=2.5, rate=16_000):
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        p = folder / f"{i:05d}.wav"
+        sf.write(p, (0.3 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate, subtype="PCM_16")
+        paths.append(p)
+    return paths
+
+
+def test_second_run_is_served_from_the_cache(cfg, embedder, tmp_path):
+    paths = _wavs(tmp_path / "wav", 3)
+    s1, s2 = E.EmbedStats(), E.EmbedStats()
+    first = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=s1)
+    assert first.shape == (3, 32) and (s1.hits, s1.computed) == (0, 3) and embedder.calls == 3
+    again = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=s2)
+    assert (s2.hits, s2.computed) == (3, 0) and embedder.calls == 3  # the model was not run again
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    entries = sorted((cfg.embeddings_dir / "test-model" / "audio").rglob("*.safetensors"))
+    assert {e.stem for e in entries} == {E.file_hash(p) for p in paths}  # keyed by content hash
+
+
+def test_changed_file_is_embedded_again(cfg, embedder, tmp_path):
+    paths = _wavs(tmp_path / "wav", 3)
+    before = E.embed_files(embedder, paths, "audio", cfg, progress=False)
+    sf.write(paths[1], np.zeros(16_000, np.float32) + 0.1, 16_000, subtype="PCM_16")  # new content, same name
+    stats = E.EmbedStats()
+    after = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=stats)
+    assert (stats.hits, stats.computed) == (2, 1)
+    torch.testing.assert_close(after[[0, 2]], before[[0, 2]], rtol=0, atol=0)
+    assert not torch.allclose(after[1], before[1])
+
+
+def test_identical_files_are_embedded_once(cfg, embedder, tmp_path):
+    (p,) = _wavs(tmp_path / "wav", 1)
+    copy = tmp_path / "wav" / "00000_1.wav"
+    copy.write_bytes(p.read_bytes())  # an ADVANCE `_k` file reuses its base id's recording
+    out = E.embed_files(embedder, [p, copy], "audio", cfg, progress=False)
+    assert embedder.calls == 1
+    torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)
+
+
+def test_another_model_does_not_see_these_entries(cfg, embedder, tmp_path):
+    paths = _wavs(tmp_path / "wav", 2)
+    E.embed_files(embedder, paths, "audio", cfg, progress=False)
+    other = CountingEmbedder(embedder.model, identity="another-model")
+    E.embed_files(other, paths, "audio", cfg, progress=False)
+    assert other.calls == 2
+
+
+def test_interrupted_write_leaves_no_entry(cfg, embedder, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    paths = _wavs(tmp_path / "wav", 2)
+    real_save = safetensors.torch.save_file
+
+    def dying_save(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\x00" * 7)  # half a file, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        E.embed_files(embedder, paths, "audio", cfg, progress=False)
+    assert not list((cfg.embeddings_dir / "test-model").rglob("*.safetensors"))  # only a temp file, never an entry
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
+    stats = E.EmbedStats()
+    E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=stats)
+    assert stats.computed == 2
+
+
+def test_damaged_entry_is_recomputed(cfg, embedder, tmp_path):
+    paths = _wavs(tmp_path / "wav", 1)
+    good = E.embed_files(embedder, paths, "audio", cfg, progress=False)
+    cache = E.EmbeddingCache(cfg.embeddings_dir, embedder.identity)
+    cache.path("audio", E.file_hash(paths[0])).write_bytes(b"garbage")
+    stats = E.EmbedStats()
+    again = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=stats)
+    assert stats.computed == 1
+    torch.testing.assert_close(again, good)
+
+
+def test_images_and_texts_are_cached_too(cfg, embedder, tmp_path):
+    img = tmp_path / "a.jpg"
+    Image.fromarray(np.full((64, 64, 3), 120, np.uint8)).save(img)
+    v = E.embed_files(embedder, [img], "vision", cfg, progress=False)
+    assert v.shape == (1, 32)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(1))  # vision embeddings are unit vectors
+    s = E.EmbedStats()
+    t1 = E.embed_texts(embedder, ["an aerial photo of forest", "an aerial photo of lake"], cfg, stats=s)
+    t2 = E.embed_texts(embedder, ["an aerial photo of forest"], cfg, stats=s)
+    assert (s.computed, s.hits) == (2, 1)
+    torch.testing.assert_close(t2[0], t1[0], rtol=0, atol=0)
+
+
+def test_missing_file_and_bad_modality(cfg, embedder, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere.wav"):
+        E.embed_files(embedder, [tmp_path / "nothere.wav"], "audio", cfg, progress=False)
+    with pytest.raises(ValueError, match="modality"):
+        E.embed_files(embedder, [], "smell", cfg, progress=False)
+
+
+def test_audio_scale_option():
+    emb = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1) * 20
+    torch.testing.assert_close(E.scale_audio(emb, "imagebind").norm(dim=1), torch.full((4,), 20.0))
+    torch.testing.assert_close(E.scale_audio(emb, "unit").norm(dim=1), torch.ones(4))
+    with pytest.raises(ValueError, match="audio_scale"):
+        E.scale_audio(emb, "loud")
+
+
+def test_recall_and_prototypes():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.0, 0.2, 0.1]])
+    # row 0: match first; row 1: match second (one better); row 2: match third (one better)
+    assert E.recall_at_k(sim, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1.0), 3: pytest.approx(1.0)}
+    emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1])
+    means = E.class_means(emb, labels, 3)
+    assert means.shape == (3, 2) and torch.equal(means[2], torch.zeros(2))
+    assert E.nearest_prototype(emb, means[:2]).tolist() == [0, 0, 1]
