@@ -202,3 +202,34 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torc
     out = torch.zeros(n_classes, emb.shape[1])
     out.index_add_(0, labels, unit)
     return out / torch.bincount(labels, minlength=n_classes).clamp(min=1).unsqueeze(1)
+
+
+def evaluate_alignment(embedder, dataset, cfg, progress: bool = False) -> dict[str, float]:
+    """Held-out audio-to-image retrieval (R@1, R@5) and scene accuracy from audio, with their chance levels.
+
+    Scene accuracy is measured twice: against the text embeddings of the class prompts (zero-shot, as with
+    ImageBind) and against the mean image embedding of each class over the training pairs.
+    """
+    from a2i_utils.data import CLASSES
+    from a2i_utils.imagebind_models import class_prompts
+
+    val, train = dataset.val, dataset.train
+    audio = embed_files(embedder, [p.audio_path for p in val], "audio", cfg, progress=progress)  # (N, D)
+    image = embed_files(embedder, [p.image_path for p in val], "vision", cfg, progress=progress)  # (N, D)
+    train_img = embed_files(embedder, [p.image_path for p in train], "vision", cfg, progress=progress)
+    labels = torch.tensor([CLASSES.index(p.label) for p in val])
+    train_labels = torch.tensor([CLASSES.index(p.label) for p in train])
+    text = embed_texts(embedder, class_prompts(CLASSES), cfg)  # (13, D)
+    means = class_means(train_img, train_labels, len(CLASSES))  # (13, D)
+    recall = recall_at_k(cosine_matrix(audio, image), ks=(1, 5))
+    n = len(val)
+    return {
+        "n_val": n,
+        "R@1": recall[1],
+        "R@5": recall[5],
+        "scene_acc_text": float((nearest_prototype(audio, text) == labels).float().mean()),
+        "scene_acc_means": float((nearest_prototype(audio, means) == labels).float().mean()),
+        "chance_R@1": 1 / n,
+        "chance_R@5": min(5, n) / n,
+        "chance_scene": 1 / len(CLASSES),
+    }
