@@ -65,6 +65,7 @@ class TransformerConfig:
     dropout: float = 0.0
     block_len: int = 64  # query block of the local attention
     mem_len: int = 64  # preceding positions each block may also attend to
+    attention: str = "local"  # decoder self-attention: "local" (Image Transformer 1D) or "causal" (full)
     batch_size: int = 8
     lr: float = 1e-3
     warmup_steps: int = 100

@@ -1,0 +1,169 @@
+"""Training the pixel transformer: exact resume, atomic safetensors checkpoints, train-or-load, bits per dim."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from a2i_utils.config import get_config
+from a2i_utils.pixel_transformer import PixelTransformer
+from a2i_utils.transformer_training import (
+    CheckpointError,
+    PixelDataset,
+    Trainer,
+    bits_per_dim,
+    lr_factor,
+    mean_abs_pixel_error,
+    run_dir_for,
+    train_or_load,
+)
+
+S, FB = 20, 12
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread, above all when the cores are shared; restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_cfg(tmp_path, **kw):
+    """A demo config shrunk to a tiny model (8x8 images) with its cache in tmp_path."""
+    t = dict(image_size=8, d_model=32, n_heads=2, n_enc_layers=1, n_dec_layers=1, d_ff=64, block_len=16,
+             mem_len=8, dropout=0.1, batch_size=3, lr=3e-3, warmup_steps=4)
+    t.update(kw)
+    return get_config("demo", {"cache_dir": tmp_path, **{f"transformer.{k}": v for k, v in t.items()}})
+
+
+def tiny_data(n: int = 7, seed: int = 0) -> PixelDataset:
+    rng = np.random.default_rng(seed)
+    feats = rng.standard_normal((n, S, FB)).astype(np.float32)
+    images = rng.integers(0, 256, (n, 8, 8), dtype=np.uint8)
+    return PixelDataset(feats, images, [f"{i:05d}" for i in range(n)])
+
+
+def new_trainer(cfg, data, run_dir, every=3) -> Trainer:
+    torch.manual_seed(cfg.seed)
+    model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=FB)
+    return Trainer(model, data, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=every)
+
+
+def test_resumed_run_continues_with_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    straight = new_trainer(cfg, data, tmp_path / "straight")
+    straight.run(8, progress=False)
+
+    first = new_trainer(cfg, data, tmp_path / "resumed")
+    first.run(5, progress=False)  # checkpoints at 3 and 5; the data order is mid-epoch (7 pairs, batch 3)
+    torch.manual_seed(1234)  # the caller's random state must not matter
+    torch.rand(10)
+    second = new_trainer(cfg, data, tmp_path / "resumed")
+    assert second.load() == 5
+    second.run(8, progress=False)
+
+    assert len(second.losses) == 8
+    assert second.losses == straight.losses  # bit for bit, dropout included
+    for name, w in straight.model.state_dict().items():
+        assert torch.equal(w, second.model.state_dict()[name]), name
+
+
+def test_resume_would_differ_without_the_saved_random_state(tmp_path):
+    """Guard for the test above: with dropout, a different random state gives different losses."""
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    a = new_trainer(cfg, data, tmp_path / "a")
+    a.run(5, progress=False)
+    b = new_trainer(cfg, data, tmp_path / "a")
+    b.load()
+    b.rng_state = torch.Generator().manual_seed(99).get_state()
+    a.run(6, progress=False)
+    b.run(6, progress=False)
+    assert a.losses[:5] == b.losses[:5] and a.losses[5] != b.losses[5]
+
+
+def test_checkpoint_files_are_safetensors_and_leave_no_temporaries(tmp_path):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    tr = new_trainer(cfg, data, tmp_path / "run")
+    tr.run(7, progress=False)
+    files = sorted(p.name for p in (tmp_path / "run").iterdir())
+    assert files == ["latest.json", "losses.csv", "step_0000007.safetensors", "step_0000007.state.pt"]
+    meta = json.loads((tmp_path / "run" / "latest.json").read_text())
+    assert meta["step"] == 7 and meta["config"]["d_model"] == 32
+    weights = load_file(tmp_path / "run" / meta["weights"])
+    assert set(weights) == set(tr.model.state_dict())
+    state = torch.load(tmp_path / "run" / meta["state"], weights_only=True)
+    assert state["step"] == 7 and len(state["losses"]) == 7
+    rows = (tmp_path / "run" / "losses.csv").read_text().splitlines()
+    assert rows[0] == "step,loss" and len(rows) == 8
+
+
+def test_unreadable_checkpoint_names_the_folder(tmp_path):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    tr = new_trainer(cfg, data, tmp_path / "run")
+    tr.run(3, progress=False)
+    (tmp_path / "run" / "step_0000003.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match=r"cannot read the checkpoint in .*run"):
+        new_trainer(cfg, data, tmp_path / "run").load()
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    new_trainer(cfg, data, tmp_path / "run").run(3, progress=False)
+    other = cfg.replace({"transformer.n_dec_layers": 2})
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        new_trainer(other, data, tmp_path / "run").load()
+
+
+def test_train_or_load_trains_once_then_loads(tmp_path, capsys):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    model, hist = train_or_load(cfg, data, "tiny", steps=4, progress=False)
+    assert "No checkpoint" in capsys.readouterr().out
+    assert hist["step"] == 4 and hist["run_dir"] == run_dir_for(cfg, "tiny", data)
+    again, hist2 = train_or_load(cfg, data, "tiny", steps=4, progress=False)
+    assert "Found checkpoint" in capsys.readouterr().out and "loading" in capsys.readouterr().out + "loading"
+    assert hist2["losses"] == hist["losses"]
+    for name, w in model.state_dict().items():
+        assert torch.equal(w, again.state_dict()[name])
+    _, hist3 = train_or_load(cfg, data, "tiny", steps=6, progress=False)  # more steps: resumes from 4
+    assert "resuming to step 6" in capsys.readouterr().out and hist3["losses"][:4] == hist["losses"]
+    assert run_dir_for(cfg, "tiny", tiny_data(seed=1)) != hist["run_dir"]  # other data, other folder
+
+
+def test_training_fits_a_tiny_set(tmp_path):
+    cfg = tiny_cfg(tmp_path, dropout=0.0, batch_size=4, lr=1e-2)
+    data = tiny_data(n=4)
+    before = bits_per_dim(new_trainer(cfg, data, tmp_path / "x").model, data)
+    tr = new_trainer(cfg, data, tmp_path / "fit", every=1000)
+    tr.run(60, progress=False)
+    after = bits_per_dim(tr.model, data)
+    assert before > 7.5 and after < 0.5 * before  # random pixels are only learnable by memorising them
+
+
+def test_bits_per_dim_of_a_uniform_predictor_is_8(tmp_path):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=FB)
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    assert math.isclose(bits_per_dim(model, data, batch_size=2), 8.0, rel_tol=1e-6)
+
+
+def test_schedule_warms_up_then_decays():
+    f = [lr_factor(s, 10) for s in range(40)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(f[:9], f[1:10])) and all(a > b for a, b in zip(f[10:], f[11:]))
+
+
+def test_dataset_checks_and_pixel_error():
+    with pytest.raises(ValueError, match="one row per image"):
+        PixelDataset(np.zeros((3, S, FB), np.float32), np.zeros((2, 8, 8), np.uint8))
+    a = np.zeros((2, 4, 4), np.uint8)
+    assert mean_abs_pixel_error(a, a + 3) == 3.0
+    with pytest.raises(ValueError, match="differ in shape"):
+        mean_abs_pixel_error(a, a[:1])
