@@ -9,7 +9,7 @@ import sys
 from a2i_utils import __version__
 
 # Modules that add verbs: each has ``register(subparsers)`` adding a parser whose ``func(args)`` runs it.
-COMMAND_MODULES: tuple[str, ...] = ("a2i_utils.config_cli", "a2i_utils.data_cli")
+COMMAND_MODULES: tuple[str, ...] = ("a2i_utils.config_cli", "a2i_utils.data_cli", "a2i_utils.embed_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

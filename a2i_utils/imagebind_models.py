@@ -333,8 +333,10 @@ def build_mini(cfg) -> nn.Module:
 
 def mini_key(cfg, pairs) -> str:
     """A short hash of everything the miniature depends on: its config, the seed and the data."""
+    from a2i_utils.embeddings import file_hash
+
     ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items() if k.startswith("mini_") or k == "embed_dim"}
-    data = [(p.id, p.label, p.split, Path(p.image_path).stat().st_size, Path(p.audio_path).stat().st_size)
+    data = [(p.id, p.label, p.split, file_hash(p.image_path), file_hash(p.audio_path))  # the bytes, not the names
             for p in sorted(pairs, key=lambda p: (p.label, p.id))]
     blob = json.dumps({"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]

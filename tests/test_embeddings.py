@@ -156,3 +156,23 @@ def test_recall_and_prototypes():
     means = E.class_means(emb, labels, 3)
     assert means.shape == (3, 2) and torch.equal(means[2], torch.zeros(2))
     assert E.nearest_prototype(emb, means[:2]).tolist() == [0, 0, 1]
+
+
+def test_embed_cli_fills_the_cache_and_reports(cfg, embedder, tmp_path, monkeypatch, capsys):
+    """``a2i embed`` end to end, with the preset's model swapped for the small one (training it takes minutes)."""
+    import a2i_utils.imagebind_models as M
+    from a2i_utils.cli import main
+
+    wavs = _wavs(tmp_path / "data", 2)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "data" / "x.png")
+    (tmp_path / "data" / "notes.txt").write_text("ignored inside a folder")
+    monkeypatch.setattr(M, "load_imagebind", lambda c, progress=True: embedder)
+    argv = ["embed", str(tmp_path / "data"), "--cache", str(cfg.cache_dir)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "audio: 2 files -> 2 embeddings: 0 from the cache, 2 computed" in out
+    assert "vision: 1 files -> 1 embeddings: 0 from the cache, 1 computed" in out
+    assert main(argv) == 0
+    assert "audio: 2 files -> 2 embeddings: 2 from the cache, 0 computed" in capsys.readouterr().out
+    assert main(["embed", str(wavs[0]), str(tmp_path / "missing.wav"), "--cache", str(cfg.cache_dir)]) == 1
+    assert "missing.wav: no such file or folder" in capsys.readouterr().out

@@ -1,0 +1,72 @@
+"""``a2i embed DIR_OR_FILES...``: fill the embedding cache with the ImageBind embeddings of audio and image files."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+AUDIO_EXTS = (".wav", ".flac", ".ogg")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def register(subparsers) -> None:
+    """Add the ``embed`` verb."""
+    p = subparsers.add_parser(
+        "embed",
+        help="embed audio/image files with ImageBind into the cache",
+        description="Embed every audio (.wav .flac .ogg) and image (.jpg .jpeg .png) file given, or found under "
+        "the folders given, with the ImageBind of the preset (demo: the miniature, trained first if needed; "
+        "full: imagebind_huge). Files already in the cache (same bytes, same model) are not embedded again.",
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="DIR_OR_FILE")
+    p.add_argument("--mode", default=None, help="preset: demo or full (default: A2I_MODE or demo)")
+    p.add_argument("--cache", type=Path, default=None, help="cache root (default: A2I_CACHE or ~/.cache/a2i)")
+    p.set_defaults(func=run)
+
+
+def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
+    """Audio files, image files and problems (missing paths, unsupported files) among ``paths``."""
+    audio, images, problems = [], [], []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith("."))
+        elif path.is_file():
+            files = [path]
+        else:
+            problems.append(f"{path}: no such file or folder")
+            continue
+        for f in files:
+            ext = f.suffix.lower()
+            if ext in AUDIO_EXTS:
+                audio.append(f)
+            elif ext in IMAGE_EXTS:
+                images.append(f)
+            elif path.is_file():
+                problems.append(f"{f}: not an audio ({' '.join(AUDIO_EXTS)}) or image ({' '.join(IMAGE_EXTS)}) file")
+    return audio, images, problems
+
+
+def run(args: argparse.Namespace) -> int:
+    """Embed the files, print what was done; exit status 1 when nothing could be embedded or a path was bad."""
+    from a2i_utils.config import get_config
+    from a2i_utils.embeddings import EmbedStats, embed_files
+    from a2i_utils.imagebind_models import load_imagebind
+
+    cfg = get_config(args.mode, {"cache_dir": args.cache} if args.cache else None)
+    audio, images, problems = collect(list(args.paths))
+    for line in problems:
+        print(f"warning: {line}")
+    if not audio and not images:
+        print("nothing to embed: no audio or image files found")
+        return 1
+    t0 = time.time()
+    embedder = load_imagebind(cfg)
+    print(f"model {embedder.identity} ({cfg.imagebind.model}), loaded in {time.time() - t0:.1f} s")
+    for modality, files in (("audio", audio), ("vision", images)):
+        if files:
+            stats = EmbedStats()
+            embed_files(embedder, files, modality, cfg, stats=stats)
+            print(f"{modality}: {len(files)} files -> {stats} in {stats.seconds:.1f} s")
+    print(f"cache: {cfg.embeddings_dir / embedder.identity}")
+    return 1 if problems else 0
