@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from a2i_utils.data import CLASSES
 
-SYNTH_VERSION = 1  # bump when the generator changes: trees are cached under a name that includes it
+SYNTH_VERSION = 2  # bump when the generator changes: trees are cached under a name that includes it
 HARD_KINDS = ("noisy", "quiet", "mixed")
 HARD_FRACTION = 1 / 6
 K_FRACTION = 0.25  # share of places that get extra `_k` views sharing their recording
@@ -687,8 +687,8 @@ def snd_lake(rng, n, sr):
     for _ in range(rng.integers(1, 4)):
         f0, buzz = rng.uniform(150, 350), rng.uniform(70, 120)
         m = int(0.07 * sr)
-        pulse = _tone(f0, m, sr, (1.0, 0.7, 0.4, 0.2)) * (0.5 + 0.5 * np.sign(np.sin(2 * np.pi * buzz * np.arange(m)
-                                                                                         / sr)))
+        am = np.sin(np.pi * buzz * np.arange(m) / sr) ** 4  # (m,): smooth buzz pulses, no clicks
+        pulse = _tone(f0, m, sr, (1.0, 0.7, 0.4, 0.2)) * am
         pulse *= np.sin(np.linspace(0, np.pi, m))
         period, tt, gain = rng.uniform(0.6, 1.5), rng.uniform(0, 1), rng.uniform(0.4, 1.0)
         while tt < n / sr:
