@@ -56,23 +56,23 @@ class FeatureConfig:
 class TransformerConfig:
     """The encoder-decoder pixel transformer with local 1D self-attention (paper §3.2, §4.1)."""
 
-    image_size: int = 32  # images are image_size x image_size grayscale, 256 intensity classes
+    image_size: int = 16  # images are image_size x image_size grayscale, 256 intensity classes (paper: 32)
     d_model: int = 64
-    n_heads: int = 4
+    n_heads: int = 2
     n_enc_layers: int = 2
     n_dec_layers: int = 2
     d_ff: int = 256
     dropout: float = 0.0
-    block_len: int = 64  # query block of the local attention
-    mem_len: int = 64  # preceding positions each block may also attend to
+    block_len: int = 32  # query block of the local attention (demo: 2 rows of 16 pixels)
+    mem_len: int = 32  # preceding positions each block may also attend to
     attention: str = "local"  # decoder self-attention: "local" (Image Transformer 1D) or "causal" (full)
-    batch_size: int = 8
-    lr: float = 1e-3
-    warmup_steps: int = 100
+    batch_size: int = 10
+    lr: float = 1e-2
+    warmup_steps: int = 30
     grad_clip: float = 1.0
     overfit_pairs: int = 20  # the paper's overfitting experiment: 20 pairs of one scene
-    overfit_steps: int = 600
-    steps: int = 600
+    overfit_steps: int = 200
+    steps: int = 100  # training on the whole training split
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "data.source": "advance",
         "data.image_size": 512,
+        "transformer.image_size": 32,
         "transformer.d_model": 512,
         "transformer.n_heads": 8,
         "transformer.n_enc_layers": 6,

@@ -256,6 +256,8 @@ class PixelTransformer(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.register_buffer("enc_pos", sinusoidal_positions(n_sections, d), persistent=False)  # (S, C)
         self.register_buffer("dec_pos", sinusoidal_positions(self.n_pixels, d), persistent=False)  # (T, C)
+        with torch.no_grad():  # intensity v starts as a sinusoidal code of v: neighbours 127 and 128 start close
+            self.tok_emb.weight[:N_INTENSITIES] = sinusoidal_positions(N_INTENSITIES, d) * math.sqrt(2)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
