@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from a2i_utils.data import CLASSES
 
-SYNTH_VERSION = 2  # bump when the generator changes: trees are cached under a name that includes it
+SYNTH_VERSION = 3  # bump when the generator changes: trees are cached under a name that includes it
 HARD_KINDS = ("noisy", "quiet", "mixed")
 HARD_FRACTION = 1 / 6
 K_FRACTION = 0.25  # share of places that get extra `_k` views sharing their recording
@@ -473,21 +473,26 @@ def img_train_station(rng, S):
 # ==========================================================================================================
 def _band(x: np.ndarray, sr: int, lo: float, hi: float) -> np.ndarray:
     """Band-pass by an FFT mask with smooth (one-octave) edges."""
-    return np.fft.irfft(np.fft.rfft(x) * _band_gain(len(x), sr, lo, hi), len(x)).astype(np.float32)
+    spec = np.fft.rfft(np.asarray(x, np.float32)) * _band_gain(len(x), sr, lo, hi)  # complex64
+    return np.fft.irfft(spec, len(x)).astype(np.float32, copy=False)
 
 
 @functools.lru_cache(maxsize=64)
 def _band_gain(n: int, sr: int, lo: float, hi: float) -> np.ndarray:
     """Gain of the smooth (about one octave wide edges) band-pass at the rFFT frequencies of n samples."""
     logf = np.log2(np.maximum(np.fft.rfftfreq(n, 1 / sr), 1.0))
-    return 1 / ((1 + np.exp(-6 * (logf - np.log2(max(lo, 1.0))))) * (1 + np.exp(6 * (logf - np.log2(hi)))))
+    gain = 1 / ((1 + np.exp(-6 * (logf - np.log2(max(lo, 1.0))))) * (1 + np.exp(6 * (logf - np.log2(hi)))))
+    return gain.astype(np.float32)  # float32 keeps the FFTs in single precision (twice as fast)
 
 
 def _noise_band(rng: np.random.Generator, n: int, sr: int, lo: float, hi: float) -> np.ndarray:
     """Band-limited Gaussian noise, made in the frequency domain (white noise has i.i.d. complex bins)."""
     k = n // 2 + 1
-    spec = rng.standard_normal(k) + 1j * rng.standard_normal(k)  # (k,)
-    return np.fft.irfft(spec * _band_gain(n, sr, lo, hi), n).astype(np.float32)
+    spec = np.empty(k, np.complex64)  # (k,)
+    spec.real = rng.standard_normal(k, dtype=np.float32)
+    spec.imag = rng.standard_normal(k, dtype=np.float32)
+    spec *= _band_gain(n, sr, lo, hi)
+    return np.fft.irfft(spec, n).astype(np.float32, copy=False)
 
 
 def _saw(freq, n: int, sr: int) -> np.ndarray:
