@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from PIL import Image
 
 from a2i_utils import advance
@@ -253,3 +254,40 @@ def test_cli_check_fails_only_when_nothing_usable(tmp_path, capsys):
     (tmp_path / "vision" / "beach").mkdir(parents=True)
     assert cli.main(["data", "check", str(tmp_path)]) == 1
     assert cli.main(["data", "check", str(tmp_path / "missing")]) == 1
+
+
+def scipy_style_int32_wav(n_samples: int = 1, rate: int = SR) -> bytes:
+    """A WAV as ``scipy.io.wavfile.write(path, 22050, np.zeros((1,), dtype='int32'))`` writes it (plain PCM)."""
+    import struct
+
+    data = np.zeros(n_samples, "<i4").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 4, 4, 32)  # PCM, mono, rate, byte rate, block align, bits
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def test_torchgeo_fixture_archives_exactly(tmp_path):
+    """torchgeo's tests/data/advance: two deflated zips, one-sample all-zero int32 WAVs at 22,050 Hz."""
+    from a2i_utils.audio import SilentAudioWarning
+    from a2i_utils.features import features_for_pairs
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    jpg = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(jpg, format="JPEG")
+    members = {"airport": "00063", "beach": "00093"}
+    archives = []
+    for kind, ext, payload in (("vision", "jpg", jpg.getvalue()), ("sound", "wav", scipy_style_int32_wav())):
+        path = mirror / f"ADVANCE_{kind}.zip"
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for label, name in members.items():
+                zf.writestr(f"{kind}/{label}/{name}.{ext}", payload)
+        archives.append(advance.Archive(path.name, path.as_uri(), hashlib.md5(path.read_bytes()).hexdigest()))
+    cfg = get_config("full", {"cache_dir": tmp_path / "cache"})
+    root = advance.ensure_advance(cfg, progress=False, archives=tuple(archives))
+    ds = load_tree(root, progress=False)
+    assert sorted((p.label, p.id) for p in ds.pairs) == [("airport", "00063"), ("beach", "00093")]
+    assert sum("silent" in line for line in ds.problems) == 2  # kept, with a warning each
+    with pytest.warns(SilentAudioWarning, match="all silent"):
+        feats = features_for_pairs(ds.pairs, cfg, progress=False)
+    assert feats.shape == (2, 500, 220) and torch.allclose(feats, torch.full_like(feats, float(np.log(1e-4))))
