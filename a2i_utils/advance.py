@@ -134,10 +134,10 @@ def safe_extract(path: Path, target: Path) -> Path:
     return target
 
 
-def ensure_advance(cfg, progress: bool = True, archives: tuple[Archive, ...] = ARCHIVES) -> Path:
-    """``cfg.datasets_dir / "advance"``, downloading and extracting the archives that are not there yet."""
+def ensure_advance(cfg, progress: bool = True, archives: tuple[Archive, ...] | None = None) -> Path:
+    """``cfg.datasets_dir / "advance"``, downloading and extracting the archives (default: ARCHIVES) not there yet."""
     root = Path(cfg.datasets_dir) / "advance"
-    for archive in archives:
+    for archive in ARCHIVES if archives is None else archives:
         marker = root / f".extracted-{archive.md5}"
         if marker.is_file():
             continue

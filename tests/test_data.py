@@ -291,3 +291,17 @@ def test_torchgeo_fixture_archives_exactly(tmp_path):
     with pytest.warns(SilentAudioWarning, match="all silent"):
         feats = features_for_pairs(ds.pairs, cfg, progress=False)
     assert feats.shape == (2, 500, 220) and torch.allclose(feats, torch.full_like(feats, float(np.log(1e-4))))
+
+
+def test_cli_fetch_downloads_into_the_cache(tmp_path, monkeypatch, capsys):
+    from a2i_utils import cli
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    md5 = make_zip(mirror / "v.zip", {"vision/beach/00001.jpg": b"x"})
+    monkeypatch.setattr(advance, "ARCHIVES", (advance.Archive("ADVANCE_vision.zip", (mirror / "v.zip").as_uri(), md5),))
+    monkeypatch.setenv("A2I_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["data", "fetch"]) == 0
+    assert (tmp_path / "cache" / "downloads" / "ADVANCE_vision.zip").is_file()
+    assert (tmp_path / "cache" / "datasets" / "advance" / "vision" / "beach" / "00001.jpg").read_bytes() == b"x"
+    assert "ADVANCE is in" in capsys.readouterr().out
