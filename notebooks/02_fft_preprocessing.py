@@ -302,7 +302,7 @@ fig, ax = plt.subplots(figsize=(10, 3.6))
 ax.plot(freqs, norm.mean.numpy(), label="mean $\\mu_k$")
 ax.fill_between(freqs, (norm.mean - norm.std).numpy(), (norm.mean + norm.std).numpy(), alpha=0.3,
                 label="$\\mu_k \\pm \\sigma_k$")
-ax.set(title=f"Per-bin statistics of the training features ({len(ds.train)} recordings x 500 sections)",
+ax.set(title=f"Per-bin statistics of the training features ({len(ds.train)} pairs x 500 sections)",
        xlabel="frequency (Hz)", ylabel="log |X|")
 ax.legend()
 ax.grid(alpha=0.3)
