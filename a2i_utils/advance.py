@@ -74,6 +74,11 @@ def download(archive: Archive, downloads_dir: Path, progress: bool = True) -> Pa
         )
     except ValueError as err:  # pooch: hash mismatch (the wrong file is deleted, never kept)
         raise DownloadError(f"{archive.name} from {archive.url}: md5 check failed, file refused ({err})") from err
+    except (OSError, RuntimeError) as err:  # no network, HTTP error, missing mirror file
+        raise DownloadError(
+            f"{archive.name}: download from {archive.url} failed ({type(err).__name__}: {err}). Without network, "
+            f"copy the file (md5 {archive.md5}) to {downloads_dir / archive.name} and run again."
+        ) from err
     return Path(path)
 
 

@@ -62,9 +62,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download and extract both ADVANCE archives into the cache."""
-    from a2i_utils.advance import ensure_advance
+    from a2i_utils.advance import DownloadError, UnsafeArchiveError, ensure_advance
 
     cfg = get_config(args.mode)
-    root = ensure_advance(cfg)
+    try:
+        root = ensure_advance(cfg)
+    except (DownloadError, UnsafeArchiveError) as err:
+        print(f"a2i data fetch: {err}", file=sys.stderr)
+        return 1
     print(f"ADVANCE is in {root}")
     return 0

@@ -305,3 +305,19 @@ def test_cli_fetch_downloads_into_the_cache(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "cache" / "downloads" / "ADVANCE_vision.zip").is_file()
     assert (tmp_path / "cache" / "datasets" / "advance" / "vision" / "beach" / "00001.jpg").read_bytes() == b"x"
     assert "ADVANCE is in" in capsys.readouterr().out
+
+
+def test_download_failure_says_where_to_put_the_file(tmp_path):
+    missing = advance.Archive("ADVANCE_sound.zip", (tmp_path / "nowhere.zip").as_uri(), "0" * 32)
+    with pytest.raises(advance.DownloadError, match=r"download from .* failed.*copy the file"):
+        advance.download(missing, tmp_path / "downloads", progress=False)
+
+
+def test_cli_fetch_failure_is_a_clear_message_and_exit_1(tmp_path, monkeypatch, capsys):
+    from a2i_utils import cli
+
+    monkeypatch.setattr(advance, "ARCHIVES", (advance.Archive("ADVANCE_vision.zip", (tmp_path / "no.zip").as_uri(),
+                                                              "0" * 32),))
+    monkeypatch.setenv("A2I_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["data", "fetch"]) == 1
+    assert "copy the file" in capsys.readouterr().err
