@@ -86,10 +86,12 @@ print(cfg.summary())
 # *measure* in this notebook uses the validation pairs, which the miniature never saw.
 
 # %%
-# NBVAL_CHECK_OUTPUT
-ds = prepare_dataset(cfg)
+ds = prepare_dataset(cfg)  # made (or downloaded) on the first run, with a progress bar
 val = sorted(ds.val, key=lambda p: (CLASSES.index(p.label), p.id))  # grouped by scene for the plots
 train = ds.train
+
+# %%
+# NBVAL_CHECK_OUTPUT
 print(f"{len(train)} training pairs, {len(val)} validation pairs, {len({p.label for p in val})} classes in val")
 
 # %% [markdown]
