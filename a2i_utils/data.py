@@ -12,6 +12,7 @@ cache, full mode downloads ADVANCE (``a2i_utils.advance``). Both come back as a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -218,8 +219,6 @@ def load_or_make_split(root: Path, pairs: list[Pair], val_fraction: float, seed:
 # ----------------------------------------------------------------------------------------------------------
 def tree_fingerprint(root: Path) -> str:
     """A cheap fingerprint of a tree: every file's relative path, size and modification time."""
-    import hashlib
-
     h = hashlib.sha1()
     for sub in ("vision", "sound"):
         for dirpath, dirnames, filenames in sorted(os.walk(Path(root) / sub)):

@@ -126,7 +126,7 @@ def _disc(img, cx, cy, r, colour, shade: float = 0.0) -> None:
     img[y0:y1, x0:x1][m] = (np.asarray(colour)[None, None, :] * light[..., None])[m]
 
 
-def _line_mask(u, v, offset: float, width: float):
+def _line_mask(v, offset: float, width: float):
     """Pixels within ``width / 2`` of the line v = offset (in rotated coordinates)."""
     return np.abs(v - offset) <= width / 2
 
@@ -150,13 +150,13 @@ def img_airport(rng, S):
     for off in offsets:
         w = rng.uniform(0.07, 0.1)
         length = rng.uniform(0.42, 0.5)
-        runway = _line_mask(u, v, off, w) & (np.abs(u) < length)
+        runway = _line_mask(v, off, w) & (np.abs(u) < length)
         img[runway] = asphalt
-        dashes = _line_mask(u, v, off, max(0.008, 1.2 / S)) & ((u * 14) % 1 < 0.5) & (np.abs(u) < length - 0.06)
+        dashes = _line_mask(v, off, max(0.008, 1.2 / S)) & ((u * 14) % 1 < 0.5) & (np.abs(u) < length - 0.06)
         img[dashes] = 0.95
-        keys = (np.abs(np.abs(u) - (length - 0.025)) < 0.02) & _line_mask(u, v, off, w * 0.8) & ((v * 40) % 1 < 0.5)
+        keys = (np.abs(np.abs(u) - (length - 0.025)) < 0.02) & _line_mask(v, off, w * 0.8) & ((v * 40) % 1 < 0.5)
         img[keys] = 0.92
-    taxi = _line_mask(u, v, offsets[0] + 0.09, 0.025) & (np.abs(u) < 0.4)
+    taxi = _line_mask(v, offsets[0] + 0.09, 0.025) & (np.abs(u) < 0.4)
     img[taxi] = asphalt * 1.2
     side = 1 if offsets[0] < 0 else -1
     tx, ty = 0.5 + side * 0.3 * -np.sin(angle), 0.5 + side * 0.3 * np.cos(angle)
@@ -215,11 +215,11 @@ def img_bridge(rng, S):
         cross = np.pi / 2 + rng.normal(0, 0.15)
         bu, bv = _rotate(x, y, angle + cross, 0.5 + along * np.cos(angle), 0.5 + along * np.sin(angle))
         bw = rng.uniform(0.035, 0.055)
-        shadow = _line_mask(bu, bv, bw * 0.9, bw) & river
+        shadow = _line_mask(bv, bw * 0.9, bw) & river
         img[shadow] = water * 0.45
-        deck = _line_mask(bu, bv, 0, bw)
+        deck = _line_mask(bv, 0, bw)
         img[deck] = _jitter(rng, (0.68, 0.68, 0.66), 0.03)
-        img[_line_mask(bu, bv, 0, max(0.004, 1.0 / S)) & ((bu * 25) % 1 < 0.5)] = 0.95
+        img[_line_mask(bv, 0, max(0.004, 1.0 / S)) & ((bu * 25) % 1 < 0.5)] = 0.95
     return img
 
 
@@ -449,17 +449,17 @@ def img_train_station(rng, S):
     platform_after = set(rng.choice(n_tracks - 1, size=rng.integers(1, 3), replace=False).tolist())
     for i in range(n_tracks):
         off = start + i * spacing
-        img[_line_mask(u, v, off, 0.04)] = _jitter(rng, (0.42, 0.38, 0.34), 0.02)
-        img[_line_mask(u, v, off, 0.03) & ((u * 90) % 1 < 0.35)] = (0.35, 0.28, 0.22)  # sleepers
+        img[_line_mask(v, off, 0.04)] = _jitter(rng, (0.42, 0.38, 0.34), 0.02)
+        img[_line_mask(v, off, 0.03) & ((u * 90) % 1 < 0.35)] = (0.35, 0.28, 0.22)  # sleepers
         for r in (-0.011, 0.011):
-            img[_line_mask(u, v, off + r, rail_w)] = (0.18, 0.18, 0.2)
+            img[_line_mask(v, off + r, rail_w)] = (0.18, 0.18, 0.2)
         if i in platform_after:
-            img[_line_mask(u, v, off + spacing / 2, spacing * 0.35) & (np.abs(u) < 0.4)] = 0.78
+            img[_line_mask(v, off + spacing / 2, spacing * 0.35) & (np.abs(u) < 0.4)] = 0.78
     if rng.random() < 0.7:
         off = start + spacing * rng.integers(0, n_tracks)
         colour = _jitter(rng, rng.choice([(0.85, 0.15, 0.12), (0.9, 0.9, 0.9), (0.15, 0.35, 0.7)]), 0.03)
         train_u = rng.uniform(-0.3, 0.1)
-        body = _line_mask(u, v, off, 0.032) & (u > train_u) & (u < train_u + rng.uniform(0.35, 0.6))
+        body = _line_mask(v, off, 0.032) & (u > train_u) & (u < train_u + rng.uniform(0.35, 0.6))
         img[body] = colour
         img[body & ((u * 12) % 1 < 0.04)] = colour * 0.5  # gaps between carriages
     roof_u = rng.uniform(-0.2, 0.2)
