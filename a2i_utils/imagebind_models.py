@@ -4,7 +4,7 @@ Full mode builds ``imagebind_huge(pretrained=False)`` and loads Meta's checkpoin
 (``cfg.downloads_dir / imagebind_huge.pth``), downloading it once with a progress bar; never into
 ``.checkpoints/`` of the current directory as ``imagebind_huge(pretrained=True)`` would. No hash of that
 file is published by Meta, so it is verified by the exact size the server announces, then by the names,
-shapes and dtypes of every tensor of its state dict against the architecture; the verified size and
+shapes (and kinds of dtype) of every tensor of its state dict against the architecture; the verified size and
 SHA-256 are written next to it and checked on every later load.
 
 Demo mode builds the same class, :class:`imagebind.models.imagebind_model.ImageBindModel`, at small widths
@@ -225,14 +225,18 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, path: Path) -> None:
-    """Raise CheckpointError naming ``path`` unless ``sd`` has exactly the model's names, shapes and dtypes."""
+    """Raise CheckpointError naming ``path`` unless ``sd`` has exactly the model's names and shapes.
+
+    Dtypes must be of the same kind (floating point or not); a float precision difference is allowed, as
+    ``load_state_dict`` converts it.
+    """
     want = model.state_dict()
     missing = sorted(want.keys() - sd.keys())
     extra = sorted(sd.keys() - want.keys())
     wrong = [
         f"{k}: {tuple(sd[k].shape)} {sd[k].dtype} in the file, model wants {tuple(want[k].shape)} {want[k].dtype}"
         for k in sorted(want.keys() & sd.keys())
-        if sd[k].shape != want[k].shape or sd[k].dtype != want[k].dtype
+        if sd[k].shape != want[k].shape or sd[k].is_floating_point() != want[k].is_floating_point()
     ]
     if missing or extra or wrong:
         parts = []
@@ -260,7 +264,7 @@ def _stamp_path(path: Path) -> Path:
 
 
 def load_verified_weights(model: nn.Module, path: Path) -> dict:
-    """Verify ``path`` against ``model`` (size stamp, names, shapes, dtypes) and load it; return the stamp."""
+    """Verify ``path`` against ``model`` (size stamp, names, shapes) and load it; return the stamp."""
     path = Path(path)
     stamp_file = _stamp_path(path)
     stamp = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None

@@ -178,3 +178,46 @@ def test_mini_is_reused_and_resumes_after_stage_one(trained, capsys):
     resumed = load_or_train_mini(cfg, dataset, progress=False)
     assert "resuming at the audio stage" in capsys.readouterr().out
     torch.testing.assert_close(resumed.embed("audio", x), emb.embed("audio", x))  # same seeds, same result
+
+
+def test_download_resumes_over_http_with_range(tmp_path):
+    """A local HTTP server that honours Range: an interrupted download continues where it stopped."""
+    import http.server
+    import threading
+
+    payload = bytes(range(256)) * 4000
+    ranges = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (http.server's name)
+            start = int(self.headers.get("Range", "bytes=0-")[6:].rstrip("-") or 0)
+            ranges.append(start)
+            self.send_response(206 if start else 200)
+            self.send_header("Content-Length", str(len(payload) - start))
+            self.end_headers()
+            self.wfile.write(payload[start:])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        dest = tmp_path / "file.bin"
+        dest.with_name("file.bin.part").write_bytes(payload[:5000])
+        download_file(f"http://127.0.0.1:{server.server_port}/file.bin", dest, progress=False)
+    finally:
+        server.shutdown()
+    assert ranges == [5000] and dest.read_bytes() == payload
+
+
+def test_half_precision_checkpoint_is_accepted_and_converted(tmp_path):
+    cfg = _cfg(tmp_path)
+    path = huge_checkpoint_path(cfg)
+    path.parent.mkdir(parents=True)
+    ref = _write_checkpoint(cfg, path)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()}, path)
+    emb = load_imagebind_huge(cfg, progress=False, download=False, builder=lambda: build_mini(cfg))
+    w = emb.model.state_dict()["modality_heads.audio.2.weight"]
+    assert w.dtype == torch.float32
+    torch.testing.assert_close(w, ref.state_dict()["modality_heads.audio.2.weight"].half().float())
