@@ -301,7 +301,10 @@ def load_imagebind_huge(
         download_file(url, path, progress=progress)
     builder = builder or (lambda: import_imagebind().imagebind_huge(pretrained=False))
     model = builder()
-    stamp = load_verified_weights(model, path)
+    try:
+        stamp = load_verified_weights(model, path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}\n(delete {path} to download it again from {url})") from err
     device = cfg.resolved_device()
     dtype = torch_dtype(cfg.imagebind.dtype) if device.startswith("cuda") else torch.float32
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
