@@ -3,7 +3,9 @@
 :func:`load_audio` returns a float32 mono waveform at the requested rate, or raises :class:`AudioError`
 with the file's name and what is wrong with it:
 
-- empty file (0 bytes), no samples, not an audio file, corrupt or truncated data -> ``AudioError``;
+- empty file (0 bytes), no samples, not an audio file, corrupt or truncated data -> ``AudioError``
+  (a truncated WAV is caught from its header's data length, a truncated FLAC by the decoder; an Ogg stream
+  cut between pages carries no total length and decodes as a shorter, valid recording, padded like one);
 - NaN or infinite samples (float files) -> ``AudioError``;
 - all-silent recordings (every sample exactly 0) are readable but carry nothing: they raise a
   :class:`SilentAudioWarning` (a warning, not an error) and come back as zeros.

@@ -138,3 +138,17 @@ def test_quiet_but_not_silent_gives_no_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_audio(path, SR)
+
+
+@pytest.mark.parametrize(("fmt", "ext"), [("FLAC", "flac"), ("OGG", "ogg")])
+def test_truncated_compressed_files_raise(tmp_path, fmt, ext):
+    path = tmp_path / f"cut.{ext}"
+    rng = np.random.default_rng(0)
+    sf.write(path, (0.3 * rng.standard_normal(2 * SR)).astype(np.float32), SR, format=fmt)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    try:
+        x = load_audio(path, SR)
+    except AudioError as err:  # libsndfile notices the damage: a clear error naming the file
+        assert str(path) in str(err)
+    else:  # an Ogg stream cut between pages decodes as a shorter, valid recording
+        assert fmt == "OGG" and 0 < len(x) < 2 * SR and np.isfinite(x).all()
