@@ -9,6 +9,9 @@ ImageBind (``imagebind.data.load_and_transform_audio_data``) turns a recording i
    HTK-compatible), transpose to (128, frames) and pad/cut to 204 frames;
 4. normalise with mean -4.268 and std 9.138; stack to (3, 1, 128, 204) per recording.
 
+Multi-channel files: our reader averages the channels, where ImageBind's fbank reads channel 0 only; the two
+agree on mono files (which the equality test uses).
+
 We reproduce those steps exactly (a test compares with ImageBind's own function) with two differences
 that only matter where ImageBind fails: a recording shorter than one 25 ms frame (400 samples) is
 zero-padded to one frame instead of crashing the fbank, and an empty recording is refused with a clear

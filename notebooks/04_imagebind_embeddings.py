@@ -440,7 +440,7 @@ print("second pass: everything from the cache, identical embeddings:", True)
 #   fbank; our reader reproduces ImageBind's own preprocessing exactly, without ffmpeg.
 # - The audio encoder is bound to images by InfoNCE against a *frozen* image encoder; the demo miniature,
 #   trained that way in about a minute, retrieves held-out images and recognises scenes from sound far above
-#   chance; the full model does the same at scale.
+#   chance. In full mode the same cells measure the official `imagebind_huge` on ADVANCE.
 # - Audio embeddings have norm up to 20, image embeddings norm 1: which scale the U-Net gets is an explicit
 #   option (`imagebind.audio_scale`), ImageBind's own by default.
 # - Ranking training pairs by audio-image agreement points at the pairs to listen to first.
