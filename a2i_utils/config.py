@@ -63,6 +63,7 @@ class TransformerConfig:
     n_dec_layers: int = 2
     d_ff: int = 256
     dropout: float = 0.0
+    token_dropout: float = 0.0  # share of input pixels hidden by a mask token in training (paper: none)
     block_len: int = 32  # query block of the local attention (demo: 2 rows of 16 pixels)
     mem_len: int = 32  # preceding positions each block may also attend to
     attention: str = "local"  # decoder self-attention: "local" (Image Transformer 1D) or "causal" (full)
@@ -71,8 +72,8 @@ class TransformerConfig:
     warmup_steps: int = 30
     grad_clip: float = 1.0
     overfit_pairs: int = 20  # the paper's overfitting experiment: 20 pairs of one scene
-    overfit_steps: int = 200
-    steps: int = 100  # training on the whole training split
+    overfit_steps: int = 400
+    steps: int = 80  # training on the whole training split
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from a2i_utils.config import TransformerConfig
 
 N_INTENSITIES = 256  # pixel classes 0..255: the output head's size
 START = 256  # the start token, fed before pixel 0 (the paper's code had none)
-VOCAB_SIZE = N_INTENSITIES + 1  # decoder embedding table: 256 intensities + the start token
+MASK = 257  # replaces an input pixel during training with token dropout (never fed when sampling)
+VOCAB_SIZE = N_INTENSITIES + 2  # decoder embedding table: 256 intensities + the start and mask tokens
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -290,11 +291,18 @@ class PixelTransformer(nn.Module):
         return self.head(self.dec_ln(x))  # (B, T, 256)
 
     def forward(self, features: Tensor, pixels: Tensor) -> Tensor:
-        """Teacher forcing: features (B, S, F), pixels (B, T) in 0..255 -> logits (B, T, 256) for pixels 0..T-1."""
+        """Teacher forcing: features (B, S, F), pixels (B, T) in 0..255 -> logits (B, T, 256) for pixels 0..T-1.
+
+        In training mode a share ``token_dropout`` of the input pixels is replaced by the mask token, so the
+        model cannot name the image from the texture of its first pixels alone and must read the sound."""
         if pixels.ndim != 2 or pixels.shape[1] != self.n_pixels:
             raise ValueError(f"pixels must be (B, {self.n_pixels}) intensity tokens, got {tuple(pixels.shape)}")
         start = torch.full_like(pixels[:, :1], START)  # (B, 1)
         tokens = torch.cat([start, pixels[:, :-1]], dim=1)  # (B, T): start token, then pixels shifted right
+        if self.training and self.cfg.token_dropout > 0:
+            hide = torch.rand(tokens.shape, device=tokens.device) < self.cfg.token_dropout  # (B, T)
+            hide[:, 0] = False  # the start token stays
+            tokens = tokens.masked_fill(hide, MASK)
         return self.decode(tokens, self.memory_kv(self.encode(features)))
 
     def loss(self, features: Tensor, pixels: Tensor) -> Tensor:

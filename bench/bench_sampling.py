@@ -75,8 +75,7 @@ def time_training(cfg, attention: str, batch: int, steps: int, device: str, n_se
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="demo", choices=["demo", "full"])
-    parser.add_argument("--images", type=int, default=4, help="images sampled per batch")
-    parser.add_argument("--uncached-images", type=int, default=None, help="batch for the slow path (default: same)")
+    parser.add_argument("--images", type=int, default=4, help="images sampled per batch (both paths)")
     parser.add_argument("--train-batch", type=int, default=None, help="training batch (default: the preset's)")
     parser.add_argument("--train-steps", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=32, help="image side (default 32: the paper's 32x32)")

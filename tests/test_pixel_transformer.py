@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from a2i_utils.config import TransformerConfig, get_config
 from a2i_utils.pixel_transformer import (
+    MASK,
     START,
     VOCAB_SIZE,
     PixelTransformer,
@@ -74,7 +75,7 @@ def test_local_mask_is_block_plus_memory_and_causal():
 
 def test_embedding_has_start_token_and_head_has_256_classes():
     m = small_model()
-    assert START == 256 and VOCAB_SIZE == 257
+    assert START == 256 and MASK == 257 and VOCAB_SIZE == 258
     assert m.tok_emb.num_embeddings == VOCAB_SIZE and m.head.out_features == 256
     full = PixelTransformer(get_config("full").transformer)
     assert full.n_pixels == 1024 and full.dec_layers[0].self_attn.kind == "local"
@@ -141,6 +142,16 @@ def test_cached_and_uncached_sampling_give_identical_pixels(opts):
     if not opts.get("greedy"):
         c = m.sample(f, generator=torch.Generator().manual_seed(6), **opts)
         assert not torch.equal(a, c)  # the seed matters, so the equality above is not trivial
+
+
+def test_token_dropout_hides_input_pixels_in_training_only():
+    m = small_model(token_dropout=1.0)
+    f, px = batch()
+    other = torch.randint(0, 256, px.shape)
+    m.train()
+    assert torch.equal(m(f, px), m(f, other))  # every input pixel masked: only the sound and positions remain
+    m.eval()
+    assert not torch.allclose(m(f, px), m(f, other))  # never when evaluating or sampling
 
 
 def test_top_1_is_greedy_and_bad_temperature_is_refused():
