@@ -51,6 +51,8 @@ MODALITIES = ("audio", "vision", "text")
 VISION_MEAN = (0.48145466, 0.4578275, 0.40821073)  # ImageBind's (OpenAI CLIP's) image normalisation
 VISION_STD = (0.26862954, 0.26130258, 0.27577711)
 VISION_SIZE = 224
+BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second: in a notebook each redraw is a kernel message,
+# and thousands of them overflow the kernel's message queue (nbval then loses the end of the cell)
 PROMPT = "an aerial photo of {}"  # text prompt of a scene class (stage 1, and zero-shot scene classification)
 
 
@@ -467,7 +469,8 @@ def train_vision_text(model, images, labels, classes, ib, seed: int, progress: b
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ib.mini_lr, total_steps=steps, pct_start=0.1)
     losses: list[float] = []
     model.train()
-    bar = tqdm(total=steps, desc="mini ImageBind stage 1: vision+text", disable=not progress)
+    desc = "mini ImageBind stage 1: vision+text"
+    bar = tqdm(total=steps, desc=desc, disable=not progress, mininterval=BAR_INTERVAL_S)
     for _ in range(ib.mini_vision_epochs):
         for idx in torch.randperm(n, generator=gen).split(bs):
             out = model({"vision": augment_images(images[idx], gen), "text": tokens})
@@ -479,7 +482,7 @@ def train_vision_text(model, images, labels, classes, ib, seed: int, progress: b
             sched.step()
             losses.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)  # drawn with the next update
     bar.close()
     return losses
 
@@ -506,7 +509,7 @@ def train_audio(model, audio, targets, ib, seed: int, progress: bool = True) -> 
     losses: list[float] = []
     model.eval()
     model.modality_trunks["audio"].train()  # drop path in the audio trunk only
-    bar = tqdm(total=steps, desc="mini ImageBind stage 2: audio", disable=not progress)
+    bar = tqdm(total=steps, desc="mini ImageBind stage 2: audio", disable=not progress, mininterval=BAR_INTERVAL_S)
     for _ in range(ib.mini_audio_epochs):
         for idx in torch.randperm(n, generator=gen).split(bs):
             clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
@@ -518,7 +521,7 @@ def train_audio(model, audio, targets, ib, seed: int, progress: bool = True) -> 
             sched.step()
             losses.append(loss.item())
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)  # drawn with the next update
     bar.close()
     return losses
 
