@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import time
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -191,7 +192,11 @@ def download_file(url: str, dest: Path, progress: bool = True) -> Path:
     part = dest.with_name(dest.name + ".part")
     done = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    with urllib.request.urlopen(request, timeout=60) as resp:
+    try:
+        resp = urllib.request.urlopen(request, timeout=60)
+    except (urllib.error.URLError, OSError) as err:
+        raise CheckpointError(f"could not download {url} to {dest}: {err}") from err
+    with resp:
         status = getattr(resp, "status", None)
         if done and status != 206:  # the server ignored the range: start over
             done = 0

@@ -221,3 +221,10 @@ def test_half_precision_checkpoint_is_accepted_and_converted(tmp_path):
     w = emb.model.state_dict()["modality_heads.audio.2.weight"]
     assert w.dtype == torch.float32
     torch.testing.assert_close(w, ref.state_dict()["modality_heads.audio.2.weight"].half().float())
+
+
+def test_unreachable_url_gives_a_clear_error(tmp_path):
+    cfg = _cfg(tmp_path)
+    missing = (tmp_path / "nowhere.pth").as_uri()
+    with pytest.raises(CheckpointError, match=r"could not download .*nowhere\.pth"):
+        load_imagebind_huge(cfg, progress=False, url=missing, builder=lambda: build_mini(cfg))
