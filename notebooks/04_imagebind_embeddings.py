@@ -70,7 +70,7 @@ from a2i_utils.embeddings import (
     scale_audio,
 )
 from a2i_utils.imagebind_models import class_prompts, load_imagebind
-from a2i_utils.plotting import loss_curve
+from a2i_utils.plotting import loss_curve, save_figure
 
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data, miniature) or "full" (GPU, ADVANCE, huge)
 cfg = get_config(MODE)
@@ -285,6 +285,7 @@ ax.set_xticks(centres, names, rotation=70, ha="right", fontsize=7)
 ax.set_yticks(centres, names, fontsize=7)
 ax.set(title="Held-out audio x image cosine similarity", xlabel="image (by scene)", ylabel="recording (by scene)")
 fig.colorbar(im, ax=ax, label="cosine")
+save_figure(fig, cfg.figures_dir / "04_similarity_matrix.png")  # kept per mode in the cache (full-mode results)
 plt.show()
 
 # %% [markdown]
@@ -325,6 +326,7 @@ for row, q in zip(axes, queries):
         ax.set_yticks([])
 fig.suptitle("Audio -> image retrieval on held-out pairs (top 5)")
 fig.tight_layout()
+save_figure(fig, cfg.figures_dir / "04_retrieval.png")
 plt.show()
 
 # %% [markdown]
@@ -380,6 +382,7 @@ for ax, i in zip(axes, worst):
     ax.axis("off")
 fig.suptitle("The 8 training pairs whose audio is least like their image")
 fig.tight_layout()
+save_figure(fig, cfg.figures_dir / "04_worst_pairs.png")
 plt.show()
 
 fig, ax = plt.subplots(figsize=(8, 2.8))
