@@ -310,13 +310,13 @@ class PixelTransformer(nn.Module):
         logits = self(features, pixels)  # (B, T, 256)
         return F.cross_entropy(logits.reshape(-1, N_INTENSITIES), pixels.reshape(-1))  # (B*T, 256) vs (B*T,)
 
-    def _new_cache(self, B: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
+    def new_cache(self, B: int, like: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Empty self-attention key/value caches, one (k, v) pair of (B, nh, T, hs) per decoder layer."""
         nh = self.cfg.n_heads
         shape = (B, nh, self.n_pixels, self.cfg.d_model // nh)
         return [(like.new_zeros(shape), like.new_zeros(shape)) for _ in self.dec_layers]
 
-    def _step_logits(self, token: Tensor, pos: int, mem_kvs: list, caches: list) -> Tensor:
+    def step_logits(self, token: Tensor, pos: int, mem_kvs: list, caches: list) -> Tensor:
         """Logits (B, 256) for the pixel at ``pos`` given its input token (B,), using and filling the caches."""
         x = self.tok_emb(token)[:, None] + self.dec_pos[pos]  # (B, 1, C)
         for layer, kv, cache in zip(self.dec_layers, mem_kvs, caches):
@@ -334,10 +334,10 @@ class PixelTransformer(nn.Module):
         B = features.shape[0]
         mem_kvs = self.memory_kv(self.encode(features))
         tokens = torch.full((B, self.n_pixels + 1), START, dtype=torch.long, device=features.device)  # (B, T+1)
-        caches = self._new_cache(B, features) if use_cache else None
+        caches = self.new_cache(B, features) if use_cache else None
         for pos in tqdm(range(self.n_pixels), desc="sampling pixels", disable=not progress, leave=False):
             if use_cache:
-                logits = self._step_logits(tokens[:, pos], pos, mem_kvs, caches)  # (B, 256)
+                logits = self.step_logits(tokens[:, pos], pos, mem_kvs, caches)  # (B, 256)
             else:
                 logits = self.decode(tokens[:, : pos + 1], mem_kvs)[:, -1]  # (B, 256): whole prefix again
             tokens[:, pos + 1] = pick_token(logits, temperature, top_k, greedy, generator)

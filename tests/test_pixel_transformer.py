@@ -125,9 +125,9 @@ def test_cached_step_logits_equal_teacher_forced_logits(kind):
     f, px = batch()
     forced = m(f, px)  # (B, T, 256)
     mem_kvs = m.memory_kv(m.encode(f))
-    caches = m._new_cache(3, f)
+    caches = m.new_cache(3, f)
     tokens = torch.cat([torch.full((3, 1), START), px[:, :-1]], dim=1)  # (B, T)
-    stepped = torch.stack([m._step_logits(tokens[:, p], p, mem_kvs, caches) for p in range(64)], dim=1)
+    stepped = torch.stack([m.step_logits(tokens[:, p], p, mem_kvs, caches) for p in range(64)], dim=1)
     assert torch.allclose(stepped, forced, atol=1e-4)
 
 
