@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.a2i-installed
 DEMO_OUT ?= outputs/demo
 TEST_CACHE := $(CURDIR)/build/test-cache
+STORE_CACHE ?= $(CURDIR)/build/store-cache
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
          --nbval-sanitize-with notebooks/sanitize.cfg
 
@@ -41,9 +42,11 @@ nbval: install
 lint: install
 	$(BIN)/ruff check .
 
-## Re-execute the notebook sources (notebooks/NN_*.py) in demo mode and store their outputs for nbval.
+## Re-execute the notebook sources (notebooks/NN_*.py) in demo mode and store their outputs for nbval,
+## on a fresh cache: the stored outputs are what the current code computes from scratch, as in `make test`.
 notebooks: install
-	A2I_MODE=demo $(BIN)/python scripts/run_notebooks.py store $(NB)
+	rm -rf $(STORE_CACHE)
+	A2I_MODE=demo A2I_CACHE=$(STORE_CACHE) $(BIN)/python scripts/run_notebooks.py store $(NB)
 
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache
