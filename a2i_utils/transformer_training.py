@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -27,15 +27,17 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from a2i_utils.config import Config, TransformerConfig
+from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text
 from a2i_utils.pixel_transformer import PixelTransformer, image_to_tokens
 
 CHECKPOINT_EVERY = 100  # steps between checkpoints
+# Bump when the training code changes what a run computes while keeping the tensor shapes (a new schedule,
+# loss or data order): the run key includes it, so old checkpoints are no longer found instead of loaded.
+MODEL_VERSION = 1
 # Settings that do not change what a training step computes: a run with more steps resumes from fewer.
 _NOT_IN_RUN_KEY = ("steps", "overfit_steps", "overfit_pairs")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint folder is unreadable or belongs to another configuration."""
+__all__ = ["CheckpointError", "MODEL_VERSION", "PixelDataset", "Trainer", "build_pixel_dataset", "bits_per_dim",
+           "lr_factor", "mean_abs_pixel_error", "run_dir_for", "train_or_load"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -72,7 +74,7 @@ class PixelDataset(torch.utils.data.Dataset):
 
 
 def build_pixel_dataset(pairs: list, cfg: Config, normalizer, progress: bool = True) -> PixelDataset:
-    """Features (normalised with ``normalizer``) and 32x32 grayscale images of ``pairs`` from the data API."""
+    """Normalised features and ``cfg.transformer.image_size``-square grayscale images of ``pairs``."""
     from a2i_utils.data import load_image
     from a2i_utils.features import features_for_pairs
 
@@ -116,25 +118,6 @@ def mean_abs_pixel_error(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> floa
     if a.shape != b.shape:
         raise ValueError(f"image stacks differ in shape: {a.shape} vs {b.shape}")
     return float(np.abs(a - b).mean())
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Atomic files
-# ----------------------------------------------------------------------------------------------------------
-def _atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)``, then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write text atomically."""
-    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,13 +223,13 @@ class Trainer:
         stem = f"step_{self.step:07d}"
         weights, state = self.run_dir / f"{stem}.safetensors", self.run_dir / f"{stem}.state.pt"
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
-        _atomic(weights, lambda tmp: save_file(tensors, str(tmp)))
-        _atomic(state, lambda tmp: torch.save(self._state(), tmp))
-        _write_text(self.run_dir / "losses.csv", "step,loss\n" + "".join(
+        atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
+        atomic_write(state, lambda tmp: torch.save(self._state(), tmp))
+        atomic_write_text(self.run_dir / "losses.csv", "step,loss\n" + "".join(
             f"{i + 1},{v:.6f}\n" for i, v in enumerate(self.losses)))
         meta = {"step": self.step, "weights": weights.name, "state": state.name,
                 "config": dataclasses.asdict(self.tcfg), "n_pairs": len(self.dataset)}
-        _write_text(self.run_dir / "latest.json", json.dumps(meta, indent=1))
+        atomic_write_text(self.run_dir / "latest.json", json.dumps(meta, indent=1))
         for old in self.run_dir.glob("step_*"):
             if not old.name.startswith(stem):
                 old.unlink(missing_ok=True)
@@ -254,18 +237,28 @@ class Trainer:
 
     def latest_step(self) -> int | None:
         """The step of the checkpoint in ``run_dir``, or None when there is none."""
-        meta = self.run_dir / "latest.json"
-        return json.loads(meta.read_text())["step"] if meta.exists() else None
+        meta_path = self.run_dir / "latest.json"
+        if not meta_path.exists():
+            return None
+        try:
+            return int(json.loads(meta_path.read_text())["step"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise CheckpointError(f"cannot read {meta_path}: {type(err).__name__}: {err}") from err
 
     def load(self) -> int:
         """Restore the latest checkpoint of ``run_dir`` (weights, optimiser, schedule, data order, RNG); its step."""
-        meta_path = self.run_dir / "latest.json"
+        path = self.run_dir / "latest.json"
         try:
-            meta = json.loads(meta_path.read_text())
-            weights = load_file(str(self.run_dir / meta["weights"]), device=str(self.device))
-            state = torch.load(self.run_dir / meta["state"], map_location=self.device, weights_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-            raise CheckpointError(f"cannot read the checkpoint in {self.run_dir}: {err}") from err
+            meta = json.loads(path.read_text())
+            weights_path, state_path = self.run_dir / meta["weights"], self.run_dir / meta["state"]
+            path = weights_path
+            weights = load_file(str(path), device=str(self.device))
+            path = state_path
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError,
+                SafetensorError) as err:
+            raise CheckpointError(f"cannot read the checkpoint in {self.run_dir}: {path.name}: "
+                                  f"{type(err).__name__}: {err}") from err
         missing, unexpected = self.model.load_state_dict(weights, strict=False)
         if missing or unexpected:
             raise CheckpointError(f"{self.run_dir / meta['weights']} does not fit this model: "
@@ -286,9 +279,9 @@ class Trainer:
 # Train or load, for the notebooks
 # ----------------------------------------------------------------------------------------------------------
 def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
-    """The checkpoint folder of run ``name`` with this config and data."""
+    """The checkpoint folder of run ``name`` with this config, data and ``MODEL_VERSION``."""
     keyed = {k: v for k, v in dataclasses.asdict(cfg.transformer).items() if k not in _NOT_IN_RUN_KEY}
-    blob = json.dumps({"t": keyed, "seed": cfg.seed, "data": dataset.fingerprint(),
+    blob = json.dumps({"t": keyed, "seed": cfg.seed, "data": dataset.fingerprint(), "version": MODEL_VERSION,
                        "shape": list(dataset.features.shape)}, sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return cfg.checkpoints_dir / "transformer" / f"{name}-{key}"
@@ -296,20 +289,27 @@ def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
 
 def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, progress: bool = True,
                   checkpoint_every: int = CHECKPOINT_EVERY) -> tuple[PixelTransformer, dict[str, Any]]:
-    """Load run ``name`` when its checkpoint has reached ``steps``, else resume or start it; (model, history)."""
+    """Load run ``name`` when its checkpoint is at ``steps``, resume it when short of it, else train; (model, history).
+
+    A checkpoint past ``steps`` is never loaded for a shorter request (its weights are not those of a
+    ``steps``-step run): the run is trained again from scratch to ``steps``, replacing the longer one.
+    """
     torch.manual_seed(cfg.seed)
     S, F_ = dataset.features.shape[1:]
     model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=F_).to(cfg.resolved_device())
     run_dir = run_dir_for(cfg, name, dataset)
     trainer = Trainer(model, dataset, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=checkpoint_every)
     found = trainer.latest_step()
-    if found is not None and found >= steps:
+    if found == steps:
         print(f"Found checkpoint {run_dir.name} at step {found}, loading")
         trainer.load()
     else:
-        if found is not None:
+        if found is not None and found < steps:
             print(f"Found checkpoint {run_dir.name} at step {found}, resuming to step {steps}")
             trainer.load()
+        elif found is not None:
+            print(f"Found checkpoint {run_dir.name} at step {found}, past the {steps} asked: "
+                  f"training {steps} steps from scratch")
         else:
             print(f"No checkpoint for {run_dir.name}: training {steps} steps")
         start = time.perf_counter()

@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from a2i_utils import io as a2i_io
+from a2i_utils import transformer_training as tt
 from a2i_utils.config import get_config
 from a2i_utils.pixel_transformer import PixelTransformer
 from a2i_utils.transformer_training import (
@@ -113,6 +115,32 @@ def test_unreadable_checkpoint_names_the_folder(tmp_path):
         new_trainer(cfg, data, tmp_path / "run").load()
 
 
+def test_checkpoint_error_is_the_shared_one():
+    assert CheckpointError is a2i_io.CheckpointError
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a torch file"], ids=["empty", "garbage"])
+def test_unreadable_state_file_names_the_file(tmp_path, content):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    new_trainer(cfg, data, tmp_path / "run").run(3, progress=False)
+    (tmp_path / "run" / "step_0000003.state.pt").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"run.*step_0000003\.state\.pt"):
+        new_trainer(cfg, data, tmp_path / "run").load()
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"weights": "x"}', '{"step": "many"}'],
+                         ids=["empty", "garbage", "no-step", "bad-step"])
+def test_corrupt_latest_json_names_the_file(tmp_path, content):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    new_trainer(cfg, data, tmp_path / "run").run(3, progress=False)
+    (tmp_path / "run" / "latest.json").write_text(content)
+    tr = new_trainer(cfg, data, tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"run.latest\.json"):
+        tr.latest_step()
+    with pytest.raises(CheckpointError, match=r"latest\.json"):
+        tr.load()
+
+
 def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     cfg, data = tiny_cfg(tmp_path), tiny_data()
     new_trainer(cfg, data, tmp_path / "run").run(3, progress=False)
@@ -127,13 +155,38 @@ def test_train_or_load_trains_once_then_loads(tmp_path, capsys):
     assert "No checkpoint" in capsys.readouterr().out
     assert hist["step"] == 4 and hist["run_dir"] == run_dir_for(cfg, "tiny", data)
     again, hist2 = train_or_load(cfg, data, "tiny", steps=4, progress=False)
-    assert "Found checkpoint" in capsys.readouterr().out and "loading" in capsys.readouterr().out + "loading"
+    out = capsys.readouterr().out
+    assert "Found checkpoint" in out and ", loading" in out and "resuming" not in out and "Trained" not in out
     assert hist2["losses"] == hist["losses"]
     for name, w in model.state_dict().items():
         assert torch.equal(w, again.state_dict()[name])
     _, hist3 = train_or_load(cfg, data, "tiny", steps=6, progress=False)  # more steps: resumes from 4
     assert "resuming to step 6" in capsys.readouterr().out and hist3["losses"][:4] == hist["losses"]
     assert run_dir_for(cfg, "tiny", tiny_data(seed=1)) != hist["run_dir"]  # other data, other folder
+
+
+def test_train_or_load_never_loads_a_longer_run_for_a_shorter_request(tmp_path, capsys):
+    cfg, data = tiny_cfg(tmp_path / "a"), tiny_data()
+    _, short = train_or_load(cfg, data, "tiny", steps=4, progress=False)  # the reference: 4 steps, fresh cache
+    other = tiny_cfg(tmp_path / "b")
+    train_or_load(other, data, "tiny", steps=7, progress=False)
+    capsys.readouterr()
+    model, hist = train_or_load(other, data, "tiny", steps=4, progress=False)  # the cache holds step 7
+    out = capsys.readouterr().out
+    assert "past the 4 asked" in out and ", loading" not in out and "resuming" not in out
+    assert hist["step"] == 4 and hist["losses"] == short["losses"]
+    ref = train_or_load(cfg, data, "tiny", steps=4, progress=False)[0]
+    for name, w in ref.state_dict().items():
+        assert torch.equal(w, model.state_dict()[name]), name
+    assert json.loads((hist["run_dir"] / "latest.json").read_text())["step"] == 4
+
+
+def test_run_key_includes_the_model_version(tmp_path, monkeypatch):
+    cfg, data = tiny_cfg(tmp_path), tiny_data()
+    before = run_dir_for(cfg, "tiny", data)
+    assert run_dir_for(cfg, "tiny", data) == before  # stable
+    monkeypatch.setattr(tt, "MODEL_VERSION", tt.MODEL_VERSION + 1)
+    assert run_dir_for(cfg, "tiny", data) != before
 
 
 def test_training_fits_a_tiny_set(tmp_path):
