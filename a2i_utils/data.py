@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from a2i_utils.audio import audio_problem
+from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS, atomic_write_text  # also importable from here, as before
 
 CLASSES: tuple[str, ...] = (
     "airport", "beach", "bridge", "farmland", "forest", "grassland", "harbour",
@@ -37,12 +38,11 @@ ADVANCE_COUNTS: dict[str, int] = {
     "lake": 357, "orchard": 207, "residential": 1056, "sparse shrub land": 405, "sports land": 159,
     "train station": 260,
 }  # fmt: skip
-IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-AUDIO_EXTS = (".wav", ".flac", ".ogg")
 NAME_RE = re.compile(r"^(?P<base>\d+)(?:_(?P<k>\d+))?$")
 MANIFEST_NAME = "manifest.json"
 SPLIT_NAME = "split.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: problems stored relative to the root (ROOT_TOKEN), re-rooted on load
+ROOT_TOKEN = "<root>"
 
 
 class ImageError(ValueError):
@@ -50,7 +50,7 @@ class ImageError(ValueError):
 
 
 class DatasetError(RuntimeError):
-    """A tree with nothing usable in it."""
+    """A tree with nothing usable in it, or a stored split that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -206,12 +206,28 @@ def load_or_make_split(root: Path, pairs: list[Pair], val_fraction: float, seed:
     path = Path(root) / SPLIT_NAME
     wanted = {"seed": seed, "val_fraction": val_fraction}
     if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("settings") == wanted and {p.base_id for p in pairs} <= stored["assignment"].keys():
+        stored = _read_split(path)
+        if stored["settings"] == wanted and {p.base_id for p in pairs} <= stored["assignment"].keys():
             return stored["assignment"]
     assignment = split_by_base_id(pairs, val_fraction, seed)
     atomic_write_text(path, json.dumps({"settings": wanted, "assignment": assignment}, indent=0, sort_keys=True))
     return assignment
+
+
+def _read_split(path: Path) -> dict[str, Any]:
+    """The stored split document; a :class:`DatasetError` naming the file when it is not a readable split."""
+    try:
+        stored = json.loads(path.read_text())
+        ok = (isinstance(stored, dict) and isinstance(stored.get("settings"), dict)
+              and isinstance(stored.get("assignment"), dict)
+              and set(stored["assignment"].values()) <= {"train", "val"})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: the stored split cannot be read ({err}); delete the file and it will be "
+                           "made again from the seed") from err
+    if not ok:
+        raise DatasetError(f"{path}: not a split file (expected 'settings' and an 'assignment' of base id -> "
+                           "train/val); delete the file and it will be made again from the seed")
+    return stored
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -235,15 +251,41 @@ def build_manifest(root: Path, progress: bool = True) -> tuple[list[Pair], list[
     root = Path(root)
     path = root / MANIFEST_NAME
     fingerprint = tree_fingerprint(root)
-    if path.is_file():
-        stored = json.loads(path.read_text())
-        if stored.get("version") == MANIFEST_VERSION and stored.get("fingerprint") == fingerprint:
-            return [_pair_from_row(root, r) for r in stored["pairs"]], stored["problems"]
+    cached = _read_manifest(root, path, fingerprint) if path.is_file() else None
+    if cached is not None:
+        return cached
     pairs, problems = scan_tree(root, validate=True, progress=progress)
     rows = [_pair_to_row(root, p) for p in pairs]
-    doc = {"version": MANIFEST_VERSION, "fingerprint": fingerprint, "pairs": rows, "problems": problems}
+    doc = {"version": MANIFEST_VERSION, "fingerprint": fingerprint, "pairs": rows,
+           "problems": [_problem_to_row(root, line) for line in problems]}
     atomic_write_text(path, json.dumps(doc, indent=0))
     return pairs, problems
+
+
+def _read_manifest(root: Path, path: Path, fingerprint: str) -> tuple[list[Pair], list[str]] | None:
+    """Pairs and problems of a stored manifest of this very tree; None when stale or damaged (then rebuilt)."""
+    try:
+        stored = json.loads(path.read_text())
+        if stored.get("version") != MANIFEST_VERSION or stored.get("fingerprint") != fingerprint:
+            return None
+        pairs = [_pair_from_row(root, r) for r in stored["pairs"]]
+        problems = [_problem_from_row(root, line) for line in stored["problems"]]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None  # a damaged manifest is only a cache: scan the tree again
+    return pairs, problems
+
+
+def _problem_to_row(root: Path, line: str) -> str:
+    """A problem message with the root folder replaced by ROOT_TOKEN (the cache can move)."""
+    # the root only where a path starts: at the start or after a space/paren, followed by a separator or ':'
+    return re.sub(rf"(?<![^\s(]){re.escape(str(root))}(?=[/\\:])", ROOT_TOKEN, line)
+
+
+def _problem_from_row(root: Path, row: str) -> str:
+    """Inverse of :func:`_problem_to_row`: the message names files under the current root."""
+    if not isinstance(row, str):
+        raise TypeError(f"problem row {row!r} is not a string")
+    return row.replace(ROOT_TOKEN, str(root))
 
 
 def _pair_to_row(root: Path, pair: Pair) -> dict[str, Any]:
@@ -312,12 +354,3 @@ def load_image(path: str | Path, size: int, gray: bool = False) -> np.ndarray:
     if img.size != (size, size):
         img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     return np.asarray(img, dtype=np.uint8)  # (size, size) or (size, size, 3)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

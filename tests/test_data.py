@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +41,7 @@ def write_pair(root: Path, label: str, name: str, seconds: float = 0.2, rate: in
     """One image + recording, the way torchgeo's ADVANCE fixture writes them (int32 WAV when asked)."""
     (root / "vision" / label).mkdir(parents=True, exist_ok=True)
     (root / "sound" / label).mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(abs(hash((label, name))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{label}/{name}".encode()))  # the same in every process
     Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(root / "vision" / label / f"{name}.jpg")
     wave = rng.uniform(-0.5, 0.5, int(seconds * rate)).astype(np.float32)
     if int32:
@@ -126,6 +132,72 @@ def test_manifest_rebuilt_when_tree_changes(tmp_path):
     write_pair(tmp_path, "lake", "99999")
     second = load_tree(tmp_path, progress=False)
     assert len(second.pairs) == len(first.pairs) + 1 and "99999" in {p.id for p in second.pairs}
+
+
+def test_write_pair_is_reproducible_across_processes(tmp_path):
+    """The fixture's bytes depend only on (label, name), not on Python's per-process string hash."""
+    write_pair(tmp_path / "here", "beach", "00010")
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]); import test_data; "
+            "test_data.write_pair(Path(sys.argv[1]), 'beach', '00010')")
+    for _ in range(2):  # two processes, each with its own random string hash
+        there = tmp_path / "there"
+        shutil.rmtree(there, ignore_errors=True)
+        subprocess.run([sys.executable, "-c", code, str(there), str(Path(__file__).parent)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": "random"})
+        for rel in ("vision/beach/00010.jpg", "sound/beach/00010.wav"):
+            assert (there / rel).read_bytes() == (tmp_path / "here" / rel).read_bytes(), rel
+
+
+def test_damaged_manifest_is_rebuilt(tmp_path):
+    make_big_tree(tmp_path, per_class=3)
+    first = load_tree(tmp_path, progress=False)
+    for damage in ("{not json", '{"version": 2, "fingerprint": null}', "[1, 2]", ""):
+        (tmp_path / "manifest.json").write_text(damage)
+        again = load_tree(tmp_path, progress=False)
+        assert [(p.id, p.split) for p in again.pairs] == [(p.id, p.split) for p in first.pairs], damage
+        assert json.loads((tmp_path / "manifest.json").read_text())["pairs"], damage  # written again
+
+
+def test_damaged_manifest_rows_are_rebuilt(tmp_path):
+    make_big_tree(tmp_path, per_class=3)
+    first = load_tree(tmp_path, progress=False)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    doc["pairs"][0] = {"id": "00000"}  # right fingerprint, broken row
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    assert [p.id for p in load_tree(tmp_path, progress=False).pairs] == [p.id for p in first.pairs]
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"settings": {}, "assignment": {"00000": "test"}}',
+                                    b"\xff\xfe\x00"])
+def test_damaged_split_is_an_error_naming_the_file(tmp_path, damage):
+    make_big_tree(tmp_path, per_class=3)
+    load_tree(tmp_path, progress=False)
+    split = tmp_path / "split.json"
+    split.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
+    with pytest.raises(DatasetError, match=r"split\.json.*delete the file"):
+        load_tree(tmp_path, progress=False)
+    split.unlink()  # the fix the message gives
+    assert load_tree(tmp_path, progress=False).val
+
+
+def test_cached_problems_name_files_under_the_current_root(tmp_path):
+    old = tmp_path / "old"
+    write_pair(old, "beach", "00010")
+    write_pair(old, "beach", "00011")
+    (old / "sound" / "beach" / "00011.wav").unlink()
+    _, problems = scan_tree(old, progress=False)
+    first = load_tree(old, progress=False)
+    assert first.problems == problems and str(old / "vision" / "beach" / "00011.jpg") in problems[0]
+    assert str(old) not in (old / "manifest.json").read_text()  # stored relative to the root
+    new = tmp_path / "moved"
+    shutil.copytree(old, new)  # copytree keeps mtimes: the fingerprint matches, the manifest is reused
+    shutil.rmtree(old)
+    stamp = (new / "manifest.json").stat().st_mtime_ns
+    moved = load_tree(new, progress=False)
+    assert (new / "manifest.json").stat().st_mtime_ns == stamp  # read from the cache, not rebuilt
+    assert moved.problems == [line.replace(str(old), str(new)) for line in problems]
+    assert str(new / "vision" / "beach" / "00011.jpg") in moved.problems[0]
+    assert all(str(old) not in line for line in moved.problems)
 
 
 def test_load_image_sizes_and_errors(tmp_path):
