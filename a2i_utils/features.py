@@ -17,15 +17,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
 from a2i_utils.audio import load_audio
+from a2i_utils.io import atomic_write
 
 DROPPED_BIN = 0  # the DC bin (see the module docstring)
 FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then ignored
@@ -99,10 +100,20 @@ def cache_path(path: Path, cfg) -> Path:
 
 def _save_features(feats: np.ndarray, target: Path) -> None:
     """Write one (500, 220) array as safetensors, atomically."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    save_file({"features": np.ascontiguousarray(feats)}, tmp)
-    tmp.replace(target)
+    atomic_write(target, lambda tmp: save_file({"features": np.ascontiguousarray(feats)}, tmp))
+
+
+def _load_cached(target: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The cached (500, 220) features at ``target``; None when missing or damaged (then recomputed)."""
+    if not target.is_file():
+        return None
+    try:
+        feats = load_file(target)["features"]
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None  # a truncated or foreign file is only a cache miss: it is overwritten below
+    if feats.shape != shape or feats.dtype != np.float32 or not np.isfinite(feats).all():
+        return None
+    return feats
 
 
 def features_for_file(path: Path, cfg) -> torch.Tensor:
@@ -122,10 +133,11 @@ def features_for_pairs(pairs, cfg, progress: bool = True, batch_size: int = 32) 
     out = np.empty((len(paths), fc.n_sections, fc.n_bins), np.float32)
     missing = []
     for i, target in enumerate(targets):
-        if target.is_file():
-            out[i] = load_file(target)["features"]
-        else:
+        cached = _load_cached(target, (fc.n_sections, fc.n_bins))
+        if cached is None:
             missing.append(i)
+        else:
+            out[i] = cached
     bar = tqdm(total=len(missing), desc="FFT features", disable=not (progress and missing), leave=False)
     for start in range(0, len(missing), batch_size):
         idx = missing[start : start + batch_size]

@@ -117,3 +117,25 @@ def test_cache_invalidated_when_file_or_params_change(tmp_path, cfg):
     assert cache_path(a.audio_path, cfg2) != cache_path(a.audio_path, cfg)
     third = features_for_pairs([a], cfg2, progress=False)
     assert third.min() >= np.log(1e-2) - 1e-6 and not torch.allclose(second, third)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "wrong_shape"])
+def test_damaged_cache_entry_is_recomputed(tmp_path, cfg, damage):
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(4)
+    a = _pair(tmp_path, "00001", rng.uniform(-0.5, 0.5, 10 * SR).astype(np.float32))
+    first = features_for_pairs([a], cfg, progress=False)
+    entry = cache_path(a.audio_path, cfg)
+    if damage == "truncate":
+        entry.write_bytes(entry.read_bytes()[:1000])
+    elif damage == "garbage":
+        entry.write_bytes(b"\x00" * 64)
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    else:
+        save_file({"features": np.zeros((3, 4), np.float32)}, entry)
+    again = features_for_pairs([a], cfg, progress=False)
+    assert torch.equal(again, first)
+    assert torch.equal(features_for_pairs([a], cfg, progress=False), first)  # the entry was written again
+    assert entry.stat().st_size > 500 * 220 * 4 and not list(entry.parent.glob(".*.tmp"))
