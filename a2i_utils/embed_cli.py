@@ -6,8 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-AUDIO_EXTS = (".wav", ".flac", ".ogg")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS
 
 
 def register(subparsers) -> None:
@@ -15,9 +14,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "embed",
         help="embed audio/image files with ImageBind into the cache",
-        description="Embed every audio (.wav .flac .ogg) and image (.jpg .jpeg .png) file given, or found under "
-        "the folders given, with the ImageBind of the preset (demo: the miniature, trained first if needed; "
-        "full: imagebind_huge). Files already in the cache (same bytes, same model) are not embedded again.",
+        description=f"Embed every audio ({' '.join(AUDIO_EXTS)}) and image ({' '.join(IMAGE_EXTS)}) file given, "
+        "or found under the folders given, with the ImageBind of the preset (demo: the miniature, trained first if "
+        "needed; full: imagebind_huge). Files already in the cache (same bytes, same model) are not embedded again.",
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="DIR_OR_FILE")
     p.add_argument("--mode", default=None, help="preset: demo or full (default: A2I_MODE or demo)")

@@ -15,7 +15,6 @@ embeddings are handed to the U-Net.
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from a2i_utils.imagebind_models import cpu_threads
+from a2i_utils.io import atomic_write, sha256_file
 
 AUDIO_SCALES = ("imagebind", "unit")
 FILE_MODALITIES = ("audio", "vision")
@@ -42,13 +42,7 @@ class EmbedStats:
         return f"{self.hits + self.computed} embeddings: {self.hits} from the cache, {self.computed} computed"
 
 
-def file_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 hex digest of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+file_hash = sha256_file  # SHA-256 hex digest of a file's bytes (the cache key of a file)
 
 
 def text_hash(text: str) -> str:
@@ -83,12 +77,9 @@ class EmbeddingCache:
         """Store one embedding (D,) atomically; ``source`` (a file name or text) goes into the metadata."""
         from safetensors.torch import save_file
 
-        path = self.path(modality, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"embedding": embedding.detach().float().cpu().contiguous()}, str(tmp), metadata={"source": source})
-        tmp.replace(path)
-        return path
+        tensors = {"embedding": embedding.detach().float().cpu().contiguous()}
+        meta = {"source": source}
+        return atomic_write(self.path(modality, key), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def _load_inputs(modality: str, paths: Sequence[Path]) -> torch.Tensor:
@@ -183,11 +174,16 @@ def cosine_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def recall_at_k(sim: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
-    """Retrieval recall: the fraction of rows i whose match (column i) is among the top k of row i."""
+    """Retrieval recall: the fraction of rows i whose match (column i) is among the top k of row i.
+
+    Ties count against the match (pessimistic): a candidate as similar as the true match ranks before it, so
+    a collapsed embedder (all similarities equal) scores R@k = k/N at best, never a perfect 1.
+    """
     n = sim.shape[0]
     if sim.shape[1] != n:
         raise ValueError(f"recall_at_k needs a square (query x match) matrix, got {tuple(sim.shape)}")
-    rank = (sim > sim.diag().unsqueeze(1)).sum(dim=1)  # (N,): how many candidates beat the true match
+    d = sim.diag().unsqueeze(1)  # (N, 1): the true match's similarity
+    rank = (sim > d).sum(dim=1) + (sim == d).sum(dim=1) - 1  # (N,): candidates that beat or tie the match
     return {k: float((rank < k).float().mean()) for k in ks}
 
 
@@ -204,16 +200,35 @@ def class_means(emb: torch.Tensor, labels: torch.Tensor, n_classes: int) -> torc
     return out / torch.bincount(labels, minlength=n_classes).clamp(min=1).unsqueeze(1)
 
 
+def one_pair_per_recording(pairs: Sequence) -> list:
+    """One pair per base id (the base pair ``00123`` itself when present, else the first ``_k``), in input order.
+
+    ADVANCE's ``_k`` pairs reuse the recording of their base id with another image, so over all pairs a
+    recording has several "right" images and retrieval could never reach R@1 = 1.
+    """
+    chosen: dict[str, object] = {}
+    for p in pairs:
+        if p.base_id not in chosen or (p.id == p.base_id and chosen[p.base_id].id != p.base_id):
+            chosen[p.base_id] = p
+    keep = {id(p) for p in chosen.values()}
+    return [p for p in pairs if id(p) in keep]
+
+
 def evaluate_alignment(embedder, dataset, cfg, progress: bool = False) -> dict[str, float]:
     """Held-out audio-to-image retrieval (R@1, R@5) and scene accuracy from audio, with their chance levels.
 
+    Everything is measured over the distinct validation recordings, one pair per base id
+    (:func:`one_pair_per_recording`): ``_k`` pairs share their base id's recording, so they would give one
+    recording several right images (capping R@1 below 1) and count it several times in the accuracy.
+    ``n_val`` is the number of validation pairs, ``n_recordings`` the number of distinct recordings used.
     Scene accuracy is measured twice: against the text embeddings of the class prompts (zero-shot, as with
     ImageBind) and against the mean image embedding of each class over the training pairs.
     """
     from a2i_utils.data import CLASSES
     from a2i_utils.imagebind_models import class_prompts
 
-    val, train = dataset.val, dataset.train
+    n_val = len(dataset.val)
+    val, train = one_pair_per_recording(dataset.val), dataset.train
     audio = embed_files(embedder, [p.audio_path for p in val], "audio", cfg, progress=progress)  # (N, D)
     image = embed_files(embedder, [p.image_path for p in val], "vision", cfg, progress=progress)  # (N, D)
     train_img = embed_files(embedder, [p.image_path for p in train], "vision", cfg, progress=progress)
@@ -224,7 +239,8 @@ def evaluate_alignment(embedder, dataset, cfg, progress: bool = False) -> dict[s
     recall = recall_at_k(cosine_matrix(audio, image), ks=(1, 5))
     n = len(val)
     return {
-        "n_val": n,
+        "n_val": n_val,
+        "n_recordings": n,
         "R@1": recall[1],
         "R@5": recall[5],
         "scene_acc_text": float((nearest_prototype(audio, text) == labels).float().mean()),

@@ -4,7 +4,9 @@ ImageBind (``imagebind.data.load_and_transform_audio_data``) turns a recording i
 (FACTS §2):
 
 1. resample to 16 kHz (mono; Kaldi's fbank reads channel 0 only);
-2. take 3 clips of 2 s whose starts are spread evenly over ``[0, duration - 2]`` (a 10 s file uses 6 s);
+2. take 3 clips of 2 s starting at ``k (duration - 2) / 3`` for k = 0, 1, 2 (pytorchvideo's
+   ConstantClipsPerVideoSampler: ``[0, duration - 2]`` cut into 3 equal steps, the last start never used), so a
+   10 s file gives clips at 0, 2.67 and 5.33 s: 6 s heard, nothing after 7.33 s;
 3. per clip: subtract the mean, Kaldi fbank (128 mel bins, 25 ms hanning window, 10 ms shift, dither 0,
    HTK-compatible), transpose to (128, frames) and pad/cut to 204 frames;
 4. normalise with mean -4.268 and std 9.138; stack to (3, 1, 128, 204) per recording.

@@ -4,8 +4,11 @@ Full mode builds ``imagebind_huge(pretrained=False)`` and loads Meta's checkpoin
 (``cfg.downloads_dir / imagebind_huge.pth``), downloading it once with a progress bar; never into
 ``.checkpoints/`` of the current directory as ``imagebind_huge(pretrained=True)`` would. No hash of that
 file is published by Meta, so it is verified by the exact size the server announces, then by the names,
-shapes (and kinds of dtype) of every tensor of its state dict against the architecture; the verified size and
-SHA-256 are written next to it and checked on every later load.
+shapes (and kinds of dtype) of every tensor of its state dict against the architecture. The verified size,
+modification time and SHA-256 are written next to it (``imagebind_huge.pth.verified.json``). Every later load
+compares size and modification time with that stamp: a different size is refused (a corrupt or partly
+overwritten file), a different modification time at the same size means the file was replaced, so it is
+verified and hashed again. The model's identity (the embedding cache's key) comes from the current hash.
 
 Demo mode builds the same class, :class:`imagebind.models.imagebind_model.ImageBindModel`, at small widths
 (``cfg.imagebind.mini_*``) and trains it the way ImageBind was made, in two stages:
@@ -26,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from a2i_utils.compat import import_imagebind, import_imagebind_data
+from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, sha256_file
 
 # The address imagebind.models.imagebind_model.imagebind_huge downloads from (read from the package source;
 # a test checks it is still there).
@@ -55,10 +58,7 @@ VISION_SIZE = 224
 BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second: in a notebook each redraw is a kernel message,
 # and thousands of them overflow the kernel's message queue (nbval then loses the end of the cell)
 PROMPT = "an aerial photo of {}"  # text prompt of a scene class (stage 1, and zero-shot scene classification)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file that is missing, corrupt or does not fit the model; the message names the file."""
+MODEL_VERSION = 1  # part of the miniature's cache key: bump when the training code changes but not the shapes
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -256,36 +256,47 @@ def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, path: Path) 
         raise CheckpointError(f"{path}: not a checkpoint of this model: " + "; ".join(parts))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _stamp_path(path: Path) -> Path:
     """The sidecar JSON that records a verified checkpoint's size and hash."""
     return path.with_name(path.name + ".verified.json")
 
 
-def load_verified_weights(model: nn.Module, path: Path) -> dict:
-    """Verify ``path`` against ``model`` (size stamp, names, shapes) and load it; return the stamp."""
-    path = Path(path)
+def read_stamp(path: Path) -> dict | None:
+    """The verification stamp of checkpoint ``path``, or None when absent or unreadable (then verified again)."""
     stamp_file = _stamp_path(path)
-    stamp = json.loads(stamp_file.read_text()) if stamp_file.is_file() else None
-    if stamp is not None and path.is_file() and path.stat().st_size != stamp["size"]:
+    if not stamp_file.is_file():
+        return None
+    try:
+        stamp = json.loads(stamp_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(f"warning: {stamp_file}: unreadable verification stamp ({err}); verifying {path.name} again")
+        return None
+    if not isinstance(stamp, dict) or not {"size", "mtime_ns", "sha256"} <= stamp.keys():
+        print(f"warning: {stamp_file}: incomplete verification stamp; verifying {path.name} again")
+        return None
+    return stamp
+
+
+def load_verified_weights(model: nn.Module, path: Path) -> dict:
+    """Verify ``path`` against ``model`` (stamp, names, shapes) and load it; return the (current) stamp.
+
+    The stamp holds size, modification time (ns) and SHA-256: a size change is refused, a modification time
+    change (a replaced file of the same size) makes the file be hashed again, so the identity follows it.
+    """
+    path = Path(path)
+    stamp = read_stamp(path)
+    st = path.stat() if path.is_file() else None
+    if stamp is not None and st is not None and st.st_size != stamp["size"]:
         raise CheckpointError(
-            f"{path}: size {path.stat().st_size} bytes differs from the verified {stamp['size']}: "
+            f"{path}: size {st.st_size} bytes differs from the verified {stamp['size']}: "
             "the file changed or is corrupt; delete it (and its .verified.json) to download it again"
         )
     sd = read_state_dict(path)
     check_state_dict(sd, model, path)
     model.load_state_dict(sd, strict=True)
-    if stamp is None:
-        stamp = {"size": path.stat().st_size, "sha256": sha256_file(path), "tensors": len(sd)}
-        _atomic_write_text(stamp_file, json.dumps(stamp, indent=1))
+    if stamp is None or stamp["mtime_ns"] != st.st_mtime_ns:  # new, or replaced by a same-size file: hash again
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path), "tensors": len(sd)}
+        atomic_write_text(_stamp_path(path), json.dumps(stamp, indent=1))
     return stamp
 
 
@@ -346,13 +357,12 @@ def build_mini(cfg) -> nn.Module:
 
 
 def mini_key(cfg, pairs) -> str:
-    """A short hash of everything the miniature depends on: its config, the seed and the data."""
-    from a2i_utils.embeddings import file_hash
-
+    """A short hash of everything the miniature depends on: config, seed, data, prompt and MODEL_VERSION."""
     ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items() if k.startswith("mini_") or k == "embed_dim"}
-    data = [(p.id, p.label, p.split, file_hash(p.image_path), file_hash(p.audio_path))  # the bytes, not the names
+    data = [(p.id, p.label, p.split, sha256_file(p.image_path), sha256_file(p.audio_path))  # the bytes, not names
             for p in sorted(pairs, key=lambda p: (p.label, p.id))]
-    blob = json.dumps({"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT}, sort_keys=True)
+    blob = json.dumps({"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT,
+                       "version": MODEL_VERSION}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
@@ -366,11 +376,8 @@ def save_mini(model: nn.Module, path: Path, info: dict) -> None:
     """Save weights as safetensors (atomic), with ``info`` (history, metrics) as JSON metadata."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"info": json.dumps(info)}))
 
 
 def load_mini_weights(model: nn.Module, path: Path) -> dict:
@@ -530,10 +537,3 @@ def train_audio(model, audio, targets, ib, seed: int, progress: bool = True) -> 
     bar.close()
     return losses
 
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

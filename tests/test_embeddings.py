@@ -176,3 +176,45 @@ def test_embed_cli_fills_the_cache_and_reports(cfg, embedder, tmp_path, monkeypa
     assert "audio: 2 files -> 2 embeddings: 2 from the cache, 0 computed" in capsys.readouterr().out
     assert main(["embed", str(wavs[0]), str(tmp_path / "missing.wav"), "--cache", str(cfg.cache_dir)]) == 1
     assert "missing.wav: no such file or folder" in capsys.readouterr().out
+
+
+def test_recall_ties_count_against_the_match():
+    """A collapsed embedder (every similarity equal) must not score perfect retrieval."""
+    r = E.recall_at_k(torch.ones(5, 5), ks=(1, 4, 5))
+    assert r == {1: 0.0, 4: 0.0, 5: 1.0}
+    sim = torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.9, 0.3], [0.0, 0.0, 0.0]])  # row 0 ties once, row 2 twice
+    assert E.recall_at_k(sim, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+
+
+def _pair(root, pid, label="forest", split="val"):
+    from a2i_utils.data import Pair
+
+    base = pid.split("_")[0]
+    return Pair(pid, base, label, root / f"{pid}.png", root / f"{base}.wav", split)
+
+
+def test_one_pair_per_recording_keeps_the_base_pair(tmp_path):
+    pairs = [_pair(tmp_path, i) for i in ("00002_1", "00001", "00002", "00001_1", "00003_2", "00003_1")]
+    kept = E.one_pair_per_recording(pairs)
+    assert [p.id for p in kept] == ["00001", "00002", "00003_2"]  # base pairs where present, input order
+
+
+def test_evaluate_alignment_scores_each_recording_once(cfg, embedder, tmp_path):
+    """``_k`` pairs share their base id's recording: retrieval runs over one pair per recording."""
+    from types import SimpleNamespace
+
+    from a2i_utils.data import CLASSES
+
+    root = tmp_path / "data"
+    wavs = _wavs(root, 3)  # 00000.wav, 00001.wav, 00002.wav
+    rng = np.random.default_rng(0)
+    ids = ["00000", "00000_1", "00001", "00001_1", "00002"]
+    val = [_pair(root, i, label=CLASSES[int(i[4])]) for i in ids]
+    train = [_pair(root, "00000", split="train")]
+    for p in val:
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p.image_path)
+    assert {p.audio_path for p in val} == set(wavs)
+    m = E.evaluate_alignment(embedder, SimpleNamespace(val=val, train=train), cfg)
+    assert (m["n_val"], m["n_recordings"]) == (5, 3)
+    assert m["chance_R@1"] == pytest.approx(1 / 3) and m["chance_R@5"] == 1.0
+    assert m["R@5"] == 1.0  # 3 candidates only

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from a2i_utils.imagebind_models import (
     download_file,
     huge_checkpoint_path,
     load_imagebind_huge,
+    sha256_file,
 )
 
 SMALL = {"imagebind.embed_dim": 32, "imagebind.mini_dim": 32, "imagebind.mini_blocks": 1, "imagebind.mini_heads": 2}
@@ -228,3 +230,53 @@ def test_unreachable_url_gives_a_clear_error(tmp_path):
     missing = (tmp_path / "nowhere.pth").as_uri()
     with pytest.raises(CheckpointError, match=r"could not download .*nowhere\.pth"):
         load_imagebind_huge(cfg, progress=False, url=missing, builder=lambda: build_mini(cfg))
+
+
+def test_replaced_checkpoint_of_the_same_size_gets_a_new_identity(tmp_path):
+    """A same-size file with other weights (new mtime) is hashed again: the cache identity follows the weights."""
+    import os
+
+    cfg = _cfg(tmp_path)
+    path = huge_checkpoint_path(cfg)
+    path.parent.mkdir(parents=True)
+    _write_checkpoint(cfg, path, seed=0)
+    first = load_imagebind_huge(cfg, progress=False, download=False, builder=lambda: build_mini(cfg))
+    size = path.stat().st_size
+    ref = _write_checkpoint(cfg, path, seed=1)
+    assert path.stat().st_size == size  # same architecture, same size: only the bytes differ
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a replaced file has a new mtime
+    second = load_imagebind_huge(cfg, progress=False, download=False, builder=lambda: build_mini(cfg))
+    assert second.identity != first.identity
+    assert second.identity == f"imagebind_huge-{sha256_file(path)[:16]}"
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(second.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("stamp_text", ["{not json", '{"size": 1}', "[1, 2]"])
+def test_corrupt_stamp_is_treated_as_missing(tmp_path, capsys, stamp_text):
+    cfg = _cfg(tmp_path)
+    path = huge_checkpoint_path(cfg)
+    path.parent.mkdir(parents=True)
+    _write_checkpoint(cfg, path)
+    stamp = path.with_name(path.name + ".verified.json")
+    stamp.write_text(stamp_text)
+    emb = load_imagebind_huge(cfg, progress=False, download=False, builder=lambda: build_mini(cfg))
+    assert "imagebind_huge.pth.verified.json" in capsys.readouterr().out  # the warning names the file
+    fresh = json.loads(stamp.read_text())  # rewritten whole
+    assert fresh["size"] == path.stat().st_size and fresh["mtime_ns"] == path.stat().st_mtime_ns
+    assert emb.identity == f"imagebind_huge-{fresh['sha256'][:16]}" and fresh["sha256"] == sha256_file(path)
+
+
+def test_model_version_is_part_of_the_mini_key(tmp_path, monkeypatch):
+    import a2i_utils.imagebind_models as M
+    from a2i_utils.data import Pair
+
+    cfg = _cfg(tmp_path)
+    (tmp_path / "a.png").write_bytes(b"image bytes")
+    (tmp_path / "a.wav").write_bytes(b"audio bytes")
+    pairs = [Pair("00001", "00001", "forest", tmp_path / "a.png", tmp_path / "a.wav", "train")]
+    key = M.mini_key(cfg, pairs)
+    assert M.mini_key(cfg, pairs) == key
+    monkeypatch.setattr(M, "MODEL_VERSION", M.MODEL_VERSION + 1)
+    assert M.mini_key(cfg, pairs) != key
