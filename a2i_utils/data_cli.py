@@ -15,7 +15,8 @@ def register(subparsers) -> None:
     sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
 
     p = sub.add_parser("synth", help="write the synthetic ADVANCE-shaped soundscape tree")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (replaced if it exists)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder to write (an existing one is replaced only if empty or an earlier synthetic tree)")
     p.add_argument("--per-class", type=int, default=24, help="pairs per scene class (default 24)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--image-size", type=int, default=128, help="image side in pixels (default 128; ADVANCE: 512)")
@@ -35,7 +36,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
     """Write the synthetic tree and print where."""
     from a2i_utils.synth import write_tree
 
-    root = write_tree(args.out, per_class=args.per_class, seed=args.seed, image_size=args.image_size)
+    try:
+        root = write_tree(args.out, per_class=args.per_class, seed=args.seed, image_size=args.image_size)
+    except (FileExistsError, ValueError) as err:
+        print(f"a2i data synth: {err}", file=sys.stderr)
+        return 1
     print(f"wrote {args.per_class} pairs x 13 classes to {root}")
     return 0
 

@@ -875,10 +875,15 @@ def _view(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def write_tree(out: str | Path, per_class: int = 24, seed: int = 42, image_size: int = 128,
                sample_rate: int = 22_050, duration_s: float = 10.0, progress: bool = True) -> Path:
-    """Write the synthetic ADVANCE-shaped tree to ``out`` (atomically: built beside it, then renamed)."""
+    """Write the synthetic ADVANCE-shaped tree to ``out`` (atomically: built beside it, then renamed).
+
+    An existing ``out`` is replaced only when it is empty or an earlier synthetic tree (it has ``synthetic.json``);
+    anything else raises :class:`FileExistsError` before any work is done.
+    """
     out = Path(out)
     if per_class < 1 or image_size < 8:
         raise ValueError(f"per_class must be >= 1 and image_size >= 8 (got {per_class}, {image_size})")
+    check_replaceable(out)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     for label in CLASSES:
@@ -909,6 +914,18 @@ def write_tree(out: str | Path, per_class: int = 24, seed: int = 42, image_size:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.replace(out)
     return out
+
+
+def check_replaceable(out: Path) -> None:
+    """Raise FileExistsError unless ``out`` is absent, an empty folder or a synthetic tree written by us."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder; refusing to replace it (choose another --out)")
+    if any(out.iterdir()) and not (out / "synthetic.json").is_file():
+        raise FileExistsError(f"{out}: folder is not empty and is not a synthetic tree (no synthetic.json); "
+                              "refusing to delete it (choose another --out, or empty the folder yourself)")
 
 
 def tree_name(cfg) -> str:

@@ -112,3 +112,39 @@ def test_scenes_are_distinct_by_colour_and_sound():
     centroids = {c: np.mean(v[:3], 0) for c, v in feats.items()}
     correct = sum(min(centroids, key=lambda k: np.linalg.norm(centroids[k] - feats[c][3])) == c for c in CLASSES)
     assert correct >= 9, correct
+
+
+def test_write_tree_refuses_to_delete_a_folder_it_did_not_write(tmp_path):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=r"photos.*not a synthetic tree.*refusing"):
+        synth.write_tree(mine, per_class=1, image_size=16, duration_s=0.5, progress=False)
+    assert (mine / "holiday.jpg").read_bytes() == b"precious" and sorted(mine.iterdir()) == [mine / "holiday.jpg"]
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("keep")
+    with pytest.raises(FileExistsError, match="not a folder"):
+        synth.write_tree(a_file, per_class=1, image_size=16, duration_s=0.5, progress=False)
+    assert a_file.read_text() == "keep"
+    assert not list(tmp_path.glob(".*.partial"))  # refused before any work
+
+
+def test_write_tree_replaces_an_empty_folder_or_an_earlier_synthetic_tree(tmp_path):
+    out = tmp_path / "tree"
+    out.mkdir()
+    synth.write_tree(out, per_class=1, seed=1, image_size=16, duration_s=0.5, progress=False)
+    first = digest(out)
+    synth.write_tree(out, per_class=1, seed=2, image_size=16, duration_s=0.5, progress=False)
+    assert digest(out) != first and json.loads((out / "synthetic.json").read_text())["params"]["seed"] == 2
+
+
+def test_cli_synth_refuses_a_foreign_folder(tmp_path, capsys):
+    from a2i_utils import cli
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("do not delete")
+    assert cli.main(["data", "synth", "--out", str(mine), "--per-class", "1", "--image-size", "16"]) == 1
+    err = capsys.readouterr().err
+    assert "mine" in err and "synthetic.json" in err and "refusing" in err
+    assert (mine / "thesis.tex").read_text() == "do not delete" and len(list(mine.iterdir())) == 1
