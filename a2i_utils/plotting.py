@@ -11,6 +11,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from a2i_utils.io import atomic_write
+
 
 def image_grid(
     images: Sequence[np.ndarray],
@@ -20,11 +22,16 @@ def image_grid(
     suptitle: str | None = None,
     size: float = 1.6,
 ) -> plt.Figure:
-    """Show images (H, W) or (H, W, 3), uint8 or float in [0, 1], in a grid with optional titles."""
+    """Show images (H, W) or (H, W, 3), uint8 or float in [0, 1], in a grid with optional titles.
+
+    Constrained layout, with room for each row's titles and the suptitle, so no title lands on an image.
+    """
     n = len(images)
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)))
+    title_h = 0.3 if titles is not None else 0.05  # inches above each row for its 8-pt titles
+    height = nrows * (size + title_h) + (0.5 if suptitle else 0.1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, height), layout="constrained")
     axes = np.atleast_1d(axes).ravel()
     for i, ax in enumerate(axes):
         ax.axis("off")
@@ -37,7 +44,6 @@ def image_grid(
             ax.set_title(titles[i], fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     return fig
 
 
@@ -76,9 +82,4 @@ def spectrogram_image(ax: plt.Axes, spec_db: np.ndarray, sample_rate: int, durat
 
 def save_figure(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG atomically (temp file, then rename) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png"))
