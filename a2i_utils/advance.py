@@ -18,6 +18,8 @@ from urllib.parse import unquote, urlparse
 
 import pooch
 
+from a2i_utils.io import atomic_write_text
+
 ZENODO = "https://zenodo.org/records/3828124/files"
 
 
@@ -148,5 +150,5 @@ def ensure_advance(cfg, progress: bool = True, archives: tuple[Archive, ...] | N
             continue
         zip_path = download(archive, cfg.downloads_dir, progress=progress)
         safe_extract(zip_path, root)
-        marker.write_text(archive.name + "\n")
+        atomic_write_text(marker, archive.name + "\n")
     return root
