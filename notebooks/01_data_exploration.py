@@ -104,8 +104,9 @@ print("every pair matched by class and stem:", True)
 # %% [markdown]
 # ## 2. Class counts
 # Our synthetic world is balanced (`data.per_class` pairs per class). The real ADVANCE is not: there are
-# seven times more residential pairs than grassland ones, so a model that always guesses "residential" is
-# right 21% of the time. Keep that in mind when you read accuracies or look at generated images.
+# about seven times more residential pairs than grassland ones, so a model that always guesses
+# "residential" is right about one time in five (the exact figures are printed below). Keep that in mind
+# when you read accuracies or look at generated images.
 
 # %%
 counts = ds.counts()
@@ -124,6 +125,10 @@ plt.show()
 # NBVAL_CHECK_OUTPUT
 assert sum(counts.values()) == len(ds.pairs)
 print({c: n for c, n in counts.items()})
+n_advance = sum(ADVANCE_COUNTS.values())
+print(f"real ADVANCE: {n_advance:,} pairs; residential / grassland = "
+      f"{ADVANCE_COUNTS['residential'] / ADVANCE_COUNTS['grassland']:.1f}x; always guessing residential is "
+      f"right {ADVANCE_COUNTS['residential'] / n_advance:.1%} of the time")
 
 # %% [markdown]
 # ## 3. What the scenes look like
@@ -243,9 +248,10 @@ def listen(label: str, index: int = 0, rate: int = TOUR_RATE) -> Audio:
 # %% [markdown]
 # ### Hard recordings
 # Real field recordings are not all clean: some are quiet, some drowned in wind or traffic, some contain
-# another scene. The synthetic world does the same on purpose for about one recording in six (`noisy`: the
-# scene at 0-6 dB signal-to-noise ratio; `quiet`: about -33 dB; `mixed`: another scene on top), and every
-# recording has a background noise floor. Their parameters are stored in `synthetic.json` next to the data.
+# another scene. The synthetic world does the same on purpose: each place's recording is made hard with
+# probability 1/6 (`noisy`: the scene at 0-6 dB signal-to-noise ratio; `quiet`: peak 30-36 dB below full scale; `mixed`:
+# another scene on top), and every recording has a background noise floor. Their parameters are stored in
+# `synthetic.json` next to the data; the cell below counts what the draw came to.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -253,6 +259,9 @@ meta_path = ds.root / "synthetic.json"
 meta = json.loads(meta_path.read_text())["pairs"] if meta_path.is_file() else {}
 hard = Counter(m["hard"] or "clean" for m in meta.values() if m["k"] == 0)
 print("recordings by kind:", dict(sorted(hard.items())) if meta else "(real data: no labels of difficulty)")
+if meta:
+    n_hard = sum(n for k, n in hard.items() if k != "clean")
+    print(f"hard: {n_hard} of {sum(hard.values())} recordings ({n_hard / sum(hard.values()):.0%})")
 
 # %%
 if meta:
@@ -302,8 +311,8 @@ assert len(pairs) == 1 and len(problems) == 4
 # %% [markdown]
 # ## 5. The split, and why it is by base id
 # ADVANCE names some files `<id>_<k>`: extra images of the same geotag that **reuse the recording** of
-# `<id>`. The synthetic world copies this (about a quarter of its places have one or two `_k` views).
-# Look at one such group: different images, byte-identical recordings.
+# `<id>`. The synthetic world copies this (each place gets one or two `_k` views with probability 1/4; the
+# count is printed below). Look at one such group: different images, byte-identical recordings.
 
 # %%
 groups = Counter(q.base_id for q in ds.pairs)
@@ -317,13 +326,14 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"{len(group)} pairs share base id {base}; recordings byte-identical: {same_audio}")
+print(f"places with _k views: {sum(n > 1 for n in groups.values())} of {len(groups)}")
 
 # %% [markdown]
 # If we split file by file, a validation recording would often have its exact copy in the training set, and
 # validation would measure memory, not generalisation. So the split assigns **whole base ids** to train or
-# validation: per class, a seeded shuffle of the class's base ids puts 10% of them in validation
-# (`split_by_base_id`, seed 42). It is stored in `split.json` next to the data, and every notebook reads the
-# same one. How much would a per-file split leak?
+# validation: per class, a seeded shuffle of the class's base ids puts `data.val_fraction` of them
+# (10%, rounded, at least one) in validation (`split_by_base_id`, seeded with `cfg.seed`). It is stored in
+# `split.json` next to the data, and every notebook reads the same one. How much would a per-file split leak?
 
 # %%
 # NBVAL_CHECK_OUTPUT
