@@ -62,8 +62,8 @@ from a2i_utils.pixel_transformer import (
 )
 from a2i_utils.plotting import image_grid, loss_curve, save_figure
 from a2i_utils.transformer_training import (
-    PixelDataset,
     bits_per_dim,
+    build_pixel_dataset,
     mean_abs_pixel_error,
     train_or_load,
 )
@@ -98,18 +98,11 @@ ds = prepare_dataset(cfg, progress=False)
 train_feats = features_for_pairs(ds.train, cfg, progress=False)  # (N_train, 500, 220)
 val_feats = features_for_pairs(ds.val, cfg, progress=False)  # (N_val, 500, 220)
 norm = FeatureNormalizer().fit(train_feats)
-
-
-def pixel_dataset(pairs, feats):
-    """Normalised features and image_size x image_size grayscale images of ``pairs``."""
-    from a2i_utils.data import load_image
-
-    images = np.stack([load_image(p.image_path, size=SIDE, gray=True) for p in pairs])  # (N, H, W) uint8
-    return PixelDataset(norm(feats), images, [p.id for p in pairs])
-
-
-train_set = pixel_dataset(ds.train, train_feats)
-val_set = pixel_dataset(ds.val, val_feats)
+train_set = build_pixel_dataset(ds.train, cfg, norm, progress=False)  # features + SIDE x SIDE grayscale images
+val_set = build_pixel_dataset(ds.val, cfg, norm, progress=False)
+# build_pixel_dataset does what we just did by hand: the same normalised features, one row per pair.
+assert np.allclose(train_set.features.numpy(), np.asarray(norm(train_feats)), atol=1e-6)
+assert np.allclose(val_set.features.numpy(), np.asarray(norm(val_feats)), atol=1e-6)
 train_labels = [p.label for p in ds.train]
 val_labels = [p.label for p in ds.val]
 
@@ -236,6 +229,8 @@ with torch.no_grad():
     stepped = torch.stack([model.step_logits(tokens[t:t + 1], t, mem_kvs, caches)[0] for t in range(len(tokens))])
 print("cached step-by-step logits == teacher-forced logits:", torch.allclose(stepped, forced, atol=1e-4))
 assert torch.allclose(stepped, forced, atol=1e-4)
+
+# %%
 start = time.perf_counter()
 _ = model.sample(f0[:1], generator=torch.Generator(device=DEVICE).manual_seed(0))
 print(f"one {SIDE}x{SIDE} image with the cache: {time.perf_counter() - start:.2f} s (untrained model)")
@@ -245,13 +240,33 @@ print(f"one {SIDE}x{SIDE} image with the cache: {time.perf_counter() - start:.2f
 # The paper first trained on 20 airport pairs until the model could redraw them from their sounds (5,000 steps
 # on a GPU). We do the same with the demo model: next-pixel cross-entropy with teacher forcing, Adam with a
 # linear warm-up then $1/\sqrt{\text{step}}$ decay, gradient clipping. `train_or_load` loads the checkpoint when
-# this exact run (config, seed, data) has been trained before, resumes it when it stopped early, and trains
-# it otherwise; the checkpoints resume exactly (`tests/test_transformer_training.py`).
+# this exact run (config, seed, data, target steps) has been trained before, resumes it when it stopped early,
+# and trains it otherwise; the checkpoints resume exactly (`tests/test_transformer_training.py`).
+#
+# **One pair per recording.** In ADVANCE several images share one recording: `12345.jpg`, `12345_1.jpg`,
+# `12345_2.jpg` ... are different photos of the place recorded in `12345.wav`, so their features are identical.
+# For such a sound a model can at best draw *one* of its images (or a blur of them): no sound can tell them
+# apart. So the pairs are **distinct recordings**, one image each (the first by id): up to `overfit_pairs` of
+# the paper's scene, the airport. The small demo training split holds fewer than 20 distinct airport
+# recordings (the cell prints how many), so there we fit all of them; ADVANCE has far more.
 
 # %%
+base_ids = {}  # scene -> {base id: first position in train_set}
+for i, p in enumerate(ds.train):
+    base_ids.setdefault(p.label, {}).setdefault(p.base_id, i)
 scene = "airport"
-idx = [i for i, lab in enumerate(train_labels) if lab == scene][: T.overfit_pairs]
+idx = sorted(base_ids[scene].values())[: T.overfit_pairs]
 fit_set = train_set.subset(idx)
+print(f"scene {scene!r}: {len(base_ids[scene])} distinct recordings in the training split "
+      f"({sum(lab == scene for lab in train_labels)} pairs); fitting {len(idx)} pairs, one per recording")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+fit_bases = [ds.train[i].base_id for i in idx]
+print("pairs:", len(idx), "| distinct recordings:", len(set(fit_bases)))
+assert len(set(fit_bases)) == len(idx) and all(ds.train[i].label == scene for i in idx)
+
+# %%
 fit_model, fit_hist = train_or_load(cfg, fit_set, f"overfit-{scene}", steps=T.overfit_steps)
 
 # %%
@@ -261,29 +276,31 @@ save_figure(fig, cfg.figures_dir / "03_overfit_loss.png")
 plt.show()
 
 # %% [markdown]
-# Now the real test: give the model each of the 20 recordings and let it draw, pixel by pixel, with greedy
+# Now the real test: give the model each of the fitted recordings and let it draw, pixel by pixel, with greedy
 # decoding (the most likely intensity at each step). We compare with the original images by the mean
-# absolute pixel error (0..255), and with two references: the error of the *mean image* of the 20 (what a
+# absolute pixel error (0..255), and with two references: the error of the *mean image* of the set (what a
 # model that ignores the sound could at best do with one picture), and the error between *different* images
 # of the set (a wrong match).
 
 # %%
 start = time.perf_counter()
-fit_gen = fit_model.sample(fit_set.features.to(DEVICE), greedy=True).cpu()  # (20, H, W) uint8
+fit_gen = fit_model.sample(fit_set.features.to(DEVICE), greedy=True).cpu()  # (N, H, W) uint8
 fit_mae = mean_abs_pixel_error(fit_gen, fit_set.images)
 mean_img = fit_set.images.float().mean(0).round().to(torch.uint8).expand_as(fit_set.images)
 mae_mean = mean_abs_pixel_error(mean_img, fit_set.images)
 mae_shuffled = mean_abs_pixel_error(fit_gen, fit_set.images.roll(1, dims=0))
 print(f"sampled {len(fit_set)} images in {time.perf_counter() - start:.1f} s")
-per_image = (fit_gen.float() - fit_set.images.float()).abs().mean((1, 2))  # (20,)
-nearest = (fit_gen.float()[:, None] - fit_set.images.float()[None]).abs().mean((2, 3)).argmin(1)  # (20,)
+per_image = (fit_gen.float() - fit_set.images.float()).abs().mean((1, 2))  # (N,)
+nearest = (fit_gen.float()[:, None] - fit_set.images.float()[None]).abs().mean((2, 3)).argmin(1)  # (N,)
 own = int((nearest == torch.arange(len(fit_set))).sum())
 print(f"mean absolute pixel error, generated vs own original: {fit_mae:.1f} / 255")
 print(f"  redrawn exactly (error < 1): {int((per_image < 1).sum())} of {len(fit_set)}; closest to its own original: "
       f"{own} of {len(fit_set)}")
 print(f"  reference: mean image vs originals                 {mae_mean:.1f} / 255")
 print(f"  reference: generated vs another pair's original    {mae_shuffled:.1f} / 255")
-print(f"bits per dimension on these 20 pairs: {bits_per_dim(fit_model, fit_set):.3f} (uniform guess: 8)")
+wrong = [(i, int(nearest[i])) for i in range(len(fit_set)) if per_image[i] >= 1]
+print("  not redrawn (sound -> closest original):", ", ".join(f"{i} -> {j}" for i, j in wrong) or "none")
+print(f"bits per dimension on these {len(fit_set)} pairs: {bits_per_dim(fit_model, fit_set):.3f} (uniform guess: 8)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -321,6 +338,7 @@ p_hist = hist / hist.sum()
 unigram_bits = float(-(p_hist[val_set.pixels.flatten()].clamp_min(1e-12)).log2().mean())
 val_bpd = bits_per_dim(full_model, val_set)
 train_bpd = bits_per_dim(full_model, train_set)
+print(f"training loss, mean of the last 10 steps: {np.mean(full_hist['losses'][-10:]):.2f} nats/pixel")
 print(f"held-out bits/dim: {val_bpd:.2f} | training bits/dim: {train_bpd:.2f}")
 print(f"references: uniform 8.00 | training intensity histogram on held-out pixels {unigram_bits:.2f}")
 
