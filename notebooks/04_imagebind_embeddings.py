@@ -17,7 +17,7 @@
 # - how ImageBind turns a recording into its input: 16 kHz, 3 clips of 2 s, Kaldi log-mel fbanks of
 #   128 x 204, normalised, shape `(3, 1, 128, 204)`; and that our reader gives exactly ImageBind's input;
 # - how ImageBind binds audio to images: a frozen image encoder, then an audio encoder trained with InfoNCE
-#   (demo mode trains a miniature `ImageBindModel` that way, on the CPU, in about a minute);
+#   (demo mode trains a miniature `ImageBindModel` that way, on the CPU, in a few minutes at most);
 # - the **scale question**: audio embeddings come out at norm 20, image embeddings at norm 1;
 # - how to measure the bridge: the audio-by-image similarity matrix, retrieval recall R@1/R@5, scene
 #   classification from audio;
@@ -66,6 +66,7 @@ from a2i_utils.embeddings import (
     embed_texts,
     evaluate_alignment,
     nearest_prototype,
+    one_pair_per_recording,
     recall_at_k,
     scale_audio,
 )
@@ -101,9 +102,10 @@ print(f"{len(train)} training pairs, {len(val)} validation pairs, {len({p.label 
 # %% [markdown]
 # ## 2. From waveform to ImageBind's input
 # ImageBind does not look at a whole 10 s recording. It resamples to 16 kHz and takes **3 clips of 2 s**
-# whose starts are spread evenly over $[0, T-2]$: for $T = 10$ s the clips start at 0, 2.67 and 5.33 s, so
-# only 6 of the 10 seconds are heard. Each clip becomes a Kaldi log-mel filterbank (128 mel bins, 25 ms
-# hanning windows every 10 ms) padded to 204 frames, normalised as $(x + 4.268) / 9.138$.
+# starting at $k\,(T-2)/3$ for $k = 0, 1, 2$ (pytorchvideo's `ConstantClipsPerVideoSampler` cuts $[0, T-2]$
+# into 3 equal steps and never uses the last one): for $T = 10$ s the clips start at 0, 2.67 and 5.33 s, so
+# only 6 of the 10 seconds are heard, and nothing after 7.33 s. Each clip becomes a Kaldi log-mel filterbank
+# (128 mel bins, 25 ms hanning windows every 10 ms) padded to 204 frames, normalised as $(x + 4.268) / 9.138$.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -271,12 +273,27 @@ plt.show()
 
 # %% [markdown]
 # ## 5. Do sounds land near their images?
-# The cosine similarity of every held-out recording (rows) with every held-out image (columns), both sorted
-# by scene. If audio and images share one space, the diagonal blocks (same scene) should be bright.
+# In ADVANCE (and in our synthetic copy of it) a place can have extra `_k` pairs: another image with the
+# **same recording** as its base id. Over all pairs, one recording would have several "right" images, so
+# R@1 could never reach 1, and a recording would count several times. From here on we measure over the
+# distinct held-out recordings: **one pair per base id** (the base pair itself).
 
 # %%
-sim = cosine_matrix(audio_val, image_val)  # (N, N)
-labels_val = torch.tensor([CLASSES.index(p.label) for p in val])
+# NBVAL_CHECK_OUTPUT
+rec = one_pair_per_recording(val)  # one pair per base id, still grouped by scene
+keep = {id(p) for p in rec}
+rows = torch.tensor([i for i, p in enumerate(val) if id(p) in keep])  # positions of those pairs in val
+audio_rec, image_rec = audio_val[rows], image_val[rows]  # (R, D) each
+print(f"{len(val)} validation pairs, {len(rec)} distinct recordings (one pair per base id)")
+
+# %% [markdown]
+# The cosine similarity of every held-out recording (rows) with the image of every held-out place (columns),
+# both sorted by scene. If audio and images share one space, the diagonal blocks (same scene) should be
+# bright.
+
+# %%
+sim = cosine_matrix(audio_rec, image_rec)  # (R, R)
+labels_val = torch.tensor([CLASSES.index(p.label) for p in rec])
 edges = np.flatnonzero(np.diff(labels_val.numpy())) + 0.5
 fig, ax = plt.subplots(figsize=(7.5, 6.5))
 im = ax.imshow(sim.numpy(), cmap="viridis")
@@ -294,15 +311,16 @@ plt.show()
 
 # %% [markdown]
 # ## 6. Retrieval: find the image of a recording
-# For each held-out recording, rank the held-out images by cosine. R@k is the fraction whose own image is
-# among the top k. With N candidates, chance is $k/N$. Pairs of one scene look and sound alike, so R@1 is
+# For each distinct held-out recording, rank the images of the held-out places (one per base id) by cosine.
+# R@k is the fraction whose own image is among the top k; ties count against it. With N candidates, chance
+# is $k/N$. Pairs of one scene look and sound alike, so R@1 is
 # hard (the right scene is easy, the right *place* is not); R@5 shows whether the scene is found.
 
 # %%
 metrics = evaluate_alignment(emb, ds, cfg)
 recall = recall_at_k(sim, ks=(1, 5))
 assert abs(recall[1] - metrics["R@1"]) < 1e-6 and abs(recall[5] - metrics["R@5"]) < 1e-6
-print(f"held-out audio -> image retrieval over {metrics['n_val']} images:")
+print(f"held-out audio -> image retrieval over {metrics['n_recordings']} recordings and their images:")
 print(f"  R@1 = {recall[1]:.3f}   (chance {metrics['chance_R@1']:.3f})")
 print(f"  R@5 = {recall[5]:.3f}   (chance {metrics['chance_R@5']:.3f})")
 
@@ -315,27 +333,28 @@ print("retrieval well above chance:", True)
 # Three recordings and the five images they retrieve (green frame: the recording's own image).
 
 # %%
-queries = [0, len(val) // 2, len(val) - 1]
+queries = [0, len(rec) // 2, len(rec) - 1]
 fig, axes = plt.subplots(len(queries), 6, figsize=(11, 2.4 * len(queries)), dpi=72)
 for row, q in zip(axes, queries):
-    row[0].text(0.5, 0.5, f"recording\n{val[q].label}\n{val[q].id}", ha="center", va="center", fontsize=9)
+    row[0].text(0.5, 0.5, f"recording\n{rec[q].label}\n{rec[q].id}", ha="center", va="center", fontsize=9)
     for j, idx in enumerate(sim[q].topk(5).indices.tolist()):
-        row[j + 1].imshow(load_image(val[idx].image_path, 96))
-        row[j + 1].set_title(f"#{j + 1} {val[idx].label}\ncos {sim[q, idx]:.2f}", fontsize=8)
+        row[j + 1].imshow(load_image(rec[idx].image_path, 96))
+        row[j + 1].set_title(f"#{j + 1} {rec[idx].label}\ncos {sim[q, idx]:.2f}", fontsize=8)
         if idx == q:
             for s in row[j + 1].spines.values():
                 s.set(color="lime", lw=4)
     for ax in row:
         ax.set_xticks([])
         ax.set_yticks([])
-fig.suptitle("Audio -> image retrieval on held-out pairs (top 5)")
+fig.suptitle("Audio -> image retrieval on held-out recordings, one pair per base id (top 5)")
 fig.tight_layout()
 save_figure(fig, cfg.figures_dir / "04_retrieval.png")
 plt.show()
 
 # %% [markdown]
 # ## 7. Which scene is this? Classification from audio alone
-# Two ways to turn the audio embedding into one of the 13 scenes, by nearest cosine:
+# Two ways to turn the audio embedding into one of the 13 scenes, by nearest cosine (over the distinct
+# held-out recordings again, so a recording with `_k` pairs counts once):
 # - **text**: the embeddings of the prompts "an aerial photo of {class}". Audio never saw text in
 #   training; this works only through the shared image space (ImageBind's "emergent" zero-shot);
 # - **class means**: the mean image embedding of each scene over the training pairs.
@@ -343,8 +362,8 @@ plt.show()
 # %%
 labels_tr = torch.tensor([CLASSES.index(p.label) for p in train])
 means = class_means(image_tr, labels_tr, len(CLASSES))  # (13, D)
-pred_text = nearest_prototype(audio_val, text)
-pred_means = nearest_prototype(audio_val, means)
+pred_text = nearest_prototype(audio_rec, text)
+pred_means = nearest_prototype(audio_rec, means)
 acc_text = (pred_text == labels_val).float().mean().item()
 acc_means = (pred_means == labels_val).float().mean().item()
 assert abs(acc_text - metrics["scene_acc_text"]) < 1e-6 and abs(acc_means - metrics["scene_acc_means"]) < 1e-6
@@ -358,7 +377,7 @@ print("scene accuracy above chance, both ways:", True)
 
 # %%
 conf = torch.zeros(len(CLASSES), len(CLASSES))
-conf.index_put_((labels_val, pred_means), torch.ones(len(val)), accumulate=True)
+conf.index_put_((labels_val, pred_means), torch.ones(len(rec)), accumulate=True)
 fig, ax = plt.subplots(figsize=(6.5, 5.5))
 im = ax.imshow((conf / conf.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
 ax.set_xticks(range(13), CLASSES, rotation=70, ha="right", fontsize=7)
@@ -372,7 +391,7 @@ plt.show()
 # The paper's limitations section blames part of its failures on the data: recordings that are noisy,
 # nearly silent, or of something other than the scene. The bridge gives a way to find them: rank every
 # **training** pair by the cosine of its audio and its image embedding; the bottom of the list is where to
-# look. (In demo mode the synthetic world made one recording in six hard on purpose, noisy, quiet or mixed
+# look. (In demo mode the synthetic world made some recordings hard on purpose, noisy, quiet or mixed
 # with another scene, and wrote it down, so we can check that the ranking finds them.)
 
 # %%
@@ -446,7 +465,7 @@ print("second pass: everything from the cache, identical embeddings:", True)
 # - ImageBind's audio input is 3 clips x 2 s of a 16 kHz recording, each a normalised 128 x 204 log-mel
 #   fbank; our reader reproduces ImageBind's own preprocessing exactly, without ffmpeg.
 # - The audio encoder is bound to images by InfoNCE against a *frozen* image encoder; the demo miniature,
-#   trained that way in about a minute, retrieves held-out images and recognises scenes from sound far above
+#   trained that way on the CPU, retrieves held-out images and recognises scenes from sound far above
 #   chance. In full mode the same cells measure the official `imagebind_huge` on ADVANCE.
 # - Audio embeddings have norm up to 20, image embeddings norm 1: which scale the U-Net gets is an explicit
 #   option (`imagebind.audio_scale`), ImageBind's own by default.
