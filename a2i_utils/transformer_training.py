@@ -1,7 +1,7 @@
 """Training the pixel transformer: dataset, Adam with warm-up, exact resume, bits per dimension, train-or-load.
 
 A training run lives in one folder under ``cfg.checkpoints_dir / "transformer"``, named after what it trains
-(the run name, the model and optimiser settings, the seed and a fingerprint of the data). Every
+(the run name, the model and optimiser settings, the seed, a fingerprint of the data and ``MODEL_VERSION``). Every
 ``checkpoint_every`` steps it writes ``step_NNNNNNN.safetensors`` (the weights), ``step_NNNNNNN.state.pt``
 (optimiser, schedule, step, data order, random state, losses; plain tensors, read with ``weights_only=True``),
 ``losses.csv``, and last ``latest.json`` pointing at them: each file goes to a temporary name first, then is
@@ -259,7 +259,10 @@ class Trainer:
                 SafetensorError) as err:
             raise CheckpointError(f"cannot read the checkpoint in {self.run_dir}: {path.name}: "
                                   f"{type(err).__name__}: {err}") from err
-        missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        try:
+            missing, unexpected = self.model.load_state_dict(weights, strict=False)
+        except RuntimeError as err:  # a tensor of another shape
+            raise CheckpointError(f"{self.run_dir / meta['weights']} does not fit this model: {err}") from err
         if missing or unexpected:
             raise CheckpointError(f"{self.run_dir / meta['weights']} does not fit this model: "
                                   f"missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -147,6 +147,9 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     other = cfg.replace({"transformer.n_dec_layers": 2})
     with pytest.raises(CheckpointError, match="does not fit this model"):
         new_trainer(other, data, tmp_path / "run").load()
+    wider = cfg.replace({"transformer.d_ff": 48})  # same tensor names, other shapes
+    with pytest.raises(CheckpointError, match=r"step_0000003\.safetensors does not fit this model"):
+        new_trainer(wider, data, tmp_path / "run").load()
 
 
 def test_train_or_load_trains_once_then_loads(tmp_path, capsys):
