@@ -24,13 +24,13 @@ import json
 import os
 import platform
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
+from _timing import best_time
 
 from a2i_utils.compat import import_imagebind, import_imagebind_data
 from a2i_utils.config import get_config
@@ -50,16 +50,6 @@ def write_wavs(folder: Path, n: int, rate: int = 22_050, seconds: float = 10.0) 
         sf.write(p, wave.astype(np.float32), rate, subtype="PCM_16")
         paths.append(p)
     return paths
-
-
-def best_time(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` wall-clock runs of ``fn()``, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def interleaved(fns: dict, n: int, repeats: int) -> dict[str, float]:

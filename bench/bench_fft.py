@@ -17,11 +17,11 @@ import argparse
 import json
 import os
 import platform
-import time
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
+from _timing import best_time
 
 from a2i_utils.config import get_config
 from a2i_utils.features import fft_features, fft_features_loop, section_length
@@ -36,16 +36,6 @@ def loop_torch(waves: np.ndarray, fc) -> torch.Tensor:
             mag = torch.fft.rfft(wave[s * length : (s + 1) * length]).abs()  # (221,)
             out[b, s] = torch.log(mag[1 : 1 + fc.n_bins] + fc.log_eps)
     return out
-
-
-def best_time(fn, repeats: int) -> float:
-    """Fastest of ``repeats`` wall-clock runs of ``fn()``, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
