@@ -470,6 +470,17 @@ def _set_trainable(model: nn.Module, modalities: Sequence[str]) -> list[nn.Param
     return params
 
 
+def _optimise(loss: torch.Tensor, opt, sched, losses: list[float], bar) -> None:
+    """One optimiser + schedule step on ``loss``; record it and advance the progress bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    losses.append(loss.item())
+    bar.update(1)
+    bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)  # drawn with the next update
+
+
 def train_vision_text(model, images, labels, classes, ib, seed: int, progress: bool = True) -> list[float]:
     """Stage 1: CLIP-style cross-entropy of images against the prompts of the 13 scene classes."""
     params = _set_trainable(model, ("vision", "text"))
@@ -488,13 +499,7 @@ def train_vision_text(model, images, labels, classes, ib, seed: int, progress: b
             out = model({"vision": augment_images(images[idx], gen), "text": tokens})
             logits = out["vision"] @ out["text"].T  # (B, 13): unit image x scaled text = cosine * logit scale
             loss = F.cross_entropy(logits, labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)  # drawn with the next update
+            _optimise(loss, opt, sched, losses, bar)
     bar.close()
     return losses
 
@@ -527,13 +532,7 @@ def train_audio(model, audio, targets, ib, seed: int, progress: bool = True) -> 
             clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
             x = audio[idx, clip].unsqueeze(1)  # (B, 1, 1, 128, 204): one clip per recording
             loss = infonce(model({"audio": x})["audio"], targets[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)  # drawn with the next update
+            _optimise(loss, opt, sched, losses, bar)
     bar.close()
     return losses
 
