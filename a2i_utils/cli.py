@@ -1,4 +1,4 @@
-"""The ``a2i`` command line. Each concern adds its verbs with a ``register(subparsers)`` function."""
+"""The ``a2i`` command line. Each part of the course adds its verbs with a ``register(subparsers)`` function."""
 
 from __future__ import annotations
 
@@ -9,7 +9,25 @@ import sys
 from a2i_utils import __version__
 
 # Modules that add verbs: each has ``register(subparsers)`` adding a parser whose ``func(args)`` runs it.
-COMMAND_MODULES: tuple[str, ...] = ("a2i_utils.config_cli", "a2i_utils.data_cli", "a2i_utils.embed_cli")
+COMMAND_MODULES: tuple[str, ...] = ("a2i_utils.cli", "a2i_utils.data.cli", "a2i_utils.imagebind.cli")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the shared ``config`` verb."""
+    p = sub.add_parser("config", help="show the resolved configuration and cache folder")
+    p.add_argument("--mode", default=None, help="preset name (default: $A2I_MODE or demo)")
+    p.set_defaults(func=run_config)
+
+
+def run_config(args: argparse.Namespace) -> int:
+    """Print the resolved preset, the cache folder and the device."""
+    from a2i_utils.config import get_config
+
+    cfg = get_config(args.mode)
+    print(cfg.summary())
+    print(f"cache_dir: {cfg.cache_dir}")
+    print(f"device: {cfg.resolved_device()}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ MODE_ENV = "A2I_MODE"
 CACHE_ENV = "A2I_CACHE"
 DEVICE_ENV = "A2I_DEVICE"
 PAPER_SEED = 42
+SECTIONS = ("data", "features", "transformer", "imagebind", "soundiff")  # in the order of the course
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -33,7 +34,8 @@ PAPER_SEED = 42
 class DataConfig:
     """Which dataset, and how the synthetic one is made."""
 
-    source: str = "synthetic"  # "synthetic" (made by a2i_utils.synth) or "advance" (downloaded)
+    source: str = "synthetic"  # "synthetic" (made by a2i_utils.data.synth) or "advance" (downloaded)
+    root: str = ""  # an ADVANCE-shaped folder you already have (read only, never modified); "" = the source's own
     per_class: int = 24  # synthetic pairs per scene class
     image_size: int = 128  # side of the synthetic JPEGs (ADVANCE: 512)
     sample_rate: int = 22_050  # rate the synthetic WAVs are written at
@@ -49,7 +51,7 @@ class FeatureConfig:
     duration_s: float = 10.0
     n_sections: int = 500
     n_bins: int = 220
-    log_eps: float = 1e-4  # F = log(|rFFT| + log_eps); bin 0 (DC) is the one dropped (a2i_utils.features)
+    log_eps: float = 1e-4  # F = log(|rFFT| + log_eps); bin 0 (DC) is the one dropped (a2i_utils.transformer.features)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class ImageBindConfig:
     dtype: str = "float32"  # "float32", "bfloat16" or "float16" (GPU)
     batch_size: int = 16
     audio_scale: str = "imagebind"  # scale handed to the U-Net: "imagebind" (norm 20) or "unit" (norm 1)
-    # The miniature (model="mini"): an ImageBindModel at these sizes, trained by a2i_utils.imagebind_models.
+    # The miniature (model="mini"): an ImageBindModel at these sizes, trained by a2i_utils.imagebind.mini.
     mini_dim: int = 64  # width of the vision and audio trunks
     mini_blocks: int = 2
     mini_heads: int = 4
@@ -102,6 +104,17 @@ class ImageBindConfig:
 
 
 @dataclass(frozen=True)
+class SounDiffConfig:
+    """SounDiff (paper §3.3, §4.2): the U-Net of Stable Diffusion 2.1 UnCLIP fine-tuned on ImageBind audio embeddings.
+
+    Full mode loads Stability's pretrained pipeline; demo mode pretrains a miniature UnCLIP of the same classes.
+    """
+
+    model: str = "mini"  # "sd21-unclip" (Stability's weights, full) or "mini" (pretrained here, demo)
+    pretrained_id: str = "stabilityai/stable-diffusion-2-1-unclip"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a notebook or script needs; build with :func:`get_config`."""
 
@@ -113,6 +126,7 @@ class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     imagebind: ImageBindConfig = field(default_factory=ImageBindConfig)
+    soundiff: SounDiffConfig = field(default_factory=SounDiffConfig)
 
     # --- derived paths: everything downloaded, computed or trained lives under cache_dir -------------------
     @property
@@ -150,7 +164,7 @@ class Config:
     def summary(self) -> str:
         """A short, path-free text for notebooks (stable across machines, so nbval can compare it)."""
         lines = [f"mode={self.mode} seed={self.seed}"]
-        for section in ("data", "features", "transformer", "imagebind"):
+        for section in SECTIONS:
             values = dataclasses.asdict(getattr(self, section))
             lines.append(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
         return "\n".join(lines)
@@ -181,6 +195,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "imagebind.embed_dim": 1024,
         "imagebind.dtype": "bfloat16",
         "imagebind.batch_size": 64,
+        "soundiff.model": "sd21-unclip",
     },
 }
 

@@ -1,4 +1,4 @@
-"""Small file helpers shared by every concern: atomic writes, content hashes, checkpoint errors.
+"""Small file helpers shared by every part: atomic writes, content hashes, cache keys, checkpoint errors.
 
 Everything a2i writes to the cache goes through :func:`atomic_write`: the data go to a temporary file in
 the same folder, which is renamed onto the target only when complete, so an interrupted run never leaves
@@ -8,9 +8,11 @@ a half-written file behind.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
@@ -50,3 +52,14 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def cache_key(name: str, version: int, payload: Any) -> str:
+    """``<name>-v<version>-<12 hex digits>``: the one naming convention of everything cached or trained.
+
+    ``version`` is the code version of what is cached (bump it when the code computes something else from
+    the same inputs); ``payload`` is everything else it depends on (config sections, seed, data fingerprints),
+    hashed as sorted JSON. So a cache folder names what made it, and a change of either gives a new key.
+    """
+    blob = json.dumps({"version": version, "payload": payload}, sort_keys=True, default=str)
+    return f"{name}-v{version}-{hashlib.sha1(blob.encode()).hexdigest()[:12]}"

@@ -34,9 +34,11 @@ from _timing import best_time
 
 from a2i_utils.compat import import_imagebind, import_imagebind_data
 from a2i_utils.config import get_config
-from a2i_utils.embeddings import EmbedStats, embed_files
-from a2i_utils.imagebind_audio import load_audio_inputs
-from a2i_utils.imagebind_models import Embedder, build_mini, cpu_threads
+from a2i_utils.devices import cpu_threads
+from a2i_utils.imagebind.cache import EmbedStats, embed_files
+from a2i_utils.imagebind.embedder import Embedder
+from a2i_utils.imagebind.mini import build_mini
+from a2i_utils.imagebind.preprocess import load_audio_inputs
 
 
 def write_wavs(folder: Path, n: int, rate: int = 22_050, seconds: float = 10.0) -> list[Path]:

@@ -24,7 +24,7 @@ import torch
 from _timing import best_time
 
 from a2i_utils.config import get_config
-from a2i_utils.features import fft_features, fft_features_loop, section_length
+from a2i_utils.transformer.features import fft_features, fft_features_loop, section_length
 
 
 def loop_torch(waves: np.ndarray, fc) -> torch.Tensor:

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 import torch
 
 from a2i_utils.config import get_config, resolve_device
-from a2i_utils.pixel_transformer import PixelTransformer
+from a2i_utils.transformer.model import PixelTransformer
 
 
 def sync(device: str) -> None:

@@ -51,9 +51,9 @@ import torch
 import torchaudio
 from IPython.display import Audio, display
 
-from a2i_utils.audio import AudioError, load_audio
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import ADVANCE_COUNTS, CLASSES, load_image, prepare_dataset, scan_tree, split_by_base_id
+from a2i_utils.data.audio import AudioError, load_audio
 from a2i_utils.plotting import image_grid
 
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data) or "full" (GPU, ADVANCE)

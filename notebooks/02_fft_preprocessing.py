@@ -51,10 +51,10 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from a2i_utils.audio import load_audio
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import CLASSES, prepare_dataset
-from a2i_utils.features import (
+from a2i_utils.data.audio import load_audio
+from a2i_utils.transformer.features import (
     FeatureNormalizer,
     bin_frequencies,
     cache_path,
@@ -168,7 +168,7 @@ plt.show()
 
 # %% [markdown]
 # ## 4. One batched transform, checked against the loop
-# The straightforward version loops over the 500 sections. `a2i_utils.features.fft_features` does all
+# The straightforward version loops over the 500 sections. `a2i_utils.transformer.features.fft_features` does all
 # sections, and all recordings of a batch, with **one** `torch.fft.rfft` over a (B, 500, 441) view. Let us
 # write the loop ourselves and check that both agree.
 

@@ -51,17 +51,17 @@ import torch.nn.functional as F
 
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import prepare_dataset
-from a2i_utils.features import FeatureNormalizer, features_for_pairs
-from a2i_utils.pixel_transformer import (
+from a2i_utils.plotting import image_grid, loss_curve, save_figure
+from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
+from a2i_utils.transformer.figures import plot_attention_masks
+from a2i_utils.transformer.model import (
     START,
     VOCAB_SIZE,
     PixelTransformer,
     local_attention,
     local_attention_mask,
-    plot_attention_masks,
 )
-from a2i_utils.plotting import image_grid, loss_curve, save_figure
-from a2i_utils.transformer_training import (
+from a2i_utils.transformer.training import (
     bits_per_dim,
     build_pixel_dataset,
     mean_abs_pixel_error,

@@ -53,24 +53,22 @@ import torch
 import torchaudio
 from IPython.display import Audio, display
 
-from a2i_utils import imagebind_audio as iba
-from a2i_utils.audio import load_audio
 from a2i_utils.compat import import_imagebind_data
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import CLASSES, load_image, prepare_dataset
-from a2i_utils.embeddings import (
-    EmbedStats,
+from a2i_utils.data.audio import load_audio
+from a2i_utils.imagebind import preprocess as iba
+from a2i_utils.imagebind.cache import EmbedStats, embed_files, embed_texts, scale_audio
+from a2i_utils.imagebind.embedder import load_imagebind
+from a2i_utils.imagebind.preprocess import class_prompts
+from a2i_utils.imagebind.retrieval import (
     class_means,
     cosine_matrix,
-    embed_files,
-    embed_texts,
     evaluate_alignment,
     nearest_prototype,
     one_pair_per_recording,
     recall_at_k,
-    scale_audio,
 )
-from a2i_utils.imagebind_models import class_prompts, load_imagebind
 from a2i_utils.plotting import loss_curve, save_figure
 
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data, miniature) or "full" (GPU, ADVANCE, huge)
@@ -474,7 +472,7 @@ print("second pass: everything from the cache, identical embeddings:", True)
 # **Exercises**
 # 1. Set `cfg = get_config(MODE, {"imagebind.mini_audio_epochs": 5})`: how do R@5 and scene accuracy move?
 # 2. Train the audio stage on all 3 clips per step instead of one random clip (`train_audio` in
-#    `a2i_utils/imagebind_models.py`). Is it better, and how much slower?
-# 3. Replace the text prompt (`PROMPT` in `imagebind_models.py`) with just the class name. Does the zero-shot
-#    accuracy change? Why might it, when audio never saw text?
+#    `a2i_utils/imagebind/mini.py`). Is it better, and how much slower?
+# 3. Replace the text prompt (`PROMPT` in `a2i_utils/imagebind/preprocess.py`) with just the class name.
+#    Does the zero-shot accuracy change? Why might it, when audio never saw text?
 # 4. In full mode, sort the scenes by their mean audio-image cosine. Which scenes does ImageBind hear worst?

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from a2i_utils.audio import AudioError, SilentAudioWarning, fix_length, load_audio
+from a2i_utils.data.audio import AudioError, SilentAudioWarning, fix_length, load_audio
 
 SR = 22_050
 

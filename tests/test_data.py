@@ -20,13 +20,13 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from a2i_utils import advance
 from a2i_utils.config import get_config
 from a2i_utils.data import (
     CLASSES,
     Dataset,
     DatasetError,
     ImageError,
+    advance,
     load_image,
     load_tree,
     prepare_dataset,
@@ -340,8 +340,8 @@ def scipy_style_int32_wav(n_samples: int = 1, rate: int = SR) -> bytes:
 
 def test_torchgeo_fixture_archives_exactly(tmp_path):
     """torchgeo's tests/data/advance: two deflated zips, one-sample all-zero int32 WAVs at 22,050 Hz."""
-    from a2i_utils.audio import SilentAudioWarning
-    from a2i_utils.features import features_for_pairs
+    from a2i_utils.data.audio import SilentAudioWarning
+    from a2i_utils.transformer.features import features_for_pairs
 
     mirror = tmp_path / "mirror"
     mirror.mkdir()

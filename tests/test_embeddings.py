@@ -8,9 +8,11 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from a2i_utils import embeddings as E
 from a2i_utils.config import get_config
-from a2i_utils.imagebind_models import Embedder, build_mini
+from a2i_utils.imagebind import cache as E
+from a2i_utils.imagebind import retrieval as R
+from a2i_utils.imagebind.embedder import Embedder
+from a2i_utils.imagebind.mini import build_mini
 
 SMALL = {"imagebind.embed_dim": 32, "imagebind.mini_dim": 32, "imagebind.mini_blocks": 1, "imagebind.mini_heads": 2}
 
@@ -150,17 +152,17 @@ def test_audio_scale_option():
 def test_recall_and_prototypes():
     sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.0, 0.2, 0.1]])
     # row 0: match first; row 1: match second (one better); row 2: match third (one better)
-    assert E.recall_at_k(sim, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1.0), 3: pytest.approx(1.0)}
+    assert R.recall_at_k(sim, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1.0), 3: pytest.approx(1.0)}
     emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels = torch.tensor([0, 0, 1])
-    means = E.class_means(emb, labels, 3)
+    means = R.class_means(emb, labels, 3)
     assert means.shape == (3, 2) and torch.equal(means[2], torch.zeros(2))
-    assert E.nearest_prototype(emb, means[:2]).tolist() == [0, 0, 1]
+    assert R.nearest_prototype(emb, means[:2]).tolist() == [0, 0, 1]
 
 
 def test_embed_cli_fills_the_cache_and_reports(cfg, embedder, tmp_path, monkeypatch, capsys):
     """``a2i embed`` end to end, with the preset's model swapped for the small one (training it takes minutes)."""
-    import a2i_utils.imagebind_models as M
+    import a2i_utils.imagebind.embedder as M
     from a2i_utils.cli import main
 
     wavs = _wavs(tmp_path / "data", 2)
@@ -180,10 +182,10 @@ def test_embed_cli_fills_the_cache_and_reports(cfg, embedder, tmp_path, monkeypa
 
 def test_recall_ties_count_against_the_match():
     """A collapsed embedder (every similarity equal) must not score perfect retrieval."""
-    r = E.recall_at_k(torch.ones(5, 5), ks=(1, 4, 5))
+    r = R.recall_at_k(torch.ones(5, 5), ks=(1, 4, 5))
     assert r == {1: 0.0, 4: 0.0, 5: 1.0}
     sim = torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.9, 0.3], [0.0, 0.0, 0.0]])  # row 0 ties once, row 2 twice
-    assert E.recall_at_k(sim, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    assert R.recall_at_k(sim, ks=(1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
 
 
 def _pair(root, pid, label="forest", split="val"):
@@ -195,7 +197,7 @@ def _pair(root, pid, label="forest", split="val"):
 
 def test_one_pair_per_recording_keeps_the_base_pair(tmp_path):
     pairs = [_pair(tmp_path, i) for i in ("00002_1", "00001", "00002", "00001_1", "00003_2", "00003_1")]
-    kept = E.one_pair_per_recording(pairs)
+    kept = R.one_pair_per_recording(pairs)
     assert [p.id for p in kept] == ["00001", "00002", "00003_2"]  # base pairs where present, input order
 
 
@@ -214,7 +216,7 @@ def test_evaluate_alignment_scores_each_recording_once(cfg, embedder, tmp_path):
     for p in val:
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p.image_path)
     assert {p.audio_path for p in val} == set(wavs)
-    m = E.evaluate_alignment(embedder, SimpleNamespace(val=val, train=train), cfg)
+    m = R.evaluate_alignment(embedder, SimpleNamespace(val=val, train=train), cfg)
     assert (m["n_val"], m["n_recordings"]) == (5, 3)
     assert m["chance_R@1"] == pytest.approx(1 / 3) and m["chance_R@5"] == 1.0
     assert m["R@5"] == 1.0  # 3 candidates only

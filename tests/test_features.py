@@ -11,7 +11,7 @@ import torch
 
 from a2i_utils.config import get_config
 from a2i_utils.data import Pair
-from a2i_utils.features import (
+from a2i_utils.transformer.features import (
     FeatureNormalizer,
     bin_frequencies,
     cache_path,

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from a2i_utils.compat import import_imagebind_data
-from a2i_utils.imagebind_audio import (
+from a2i_utils.imagebind.preprocess import (
     INPUT_SHAPE,
     SAMPLE_RATE,
     clip_bounds,
@@ -88,7 +88,7 @@ def test_bad_waveforms_are_refused_with_their_name():
 
 
 def test_unreadable_file_names_the_file(tmp_path):
-    from a2i_utils.audio import AudioError
+    from a2i_utils.data.audio import AudioError
 
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....WAVEjunk")

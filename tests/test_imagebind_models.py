@@ -11,15 +11,14 @@ import torch
 
 from a2i_utils.compat import import_imagebind
 from a2i_utils.config import get_config
-from a2i_utils.imagebind_models import (
+from a2i_utils.imagebind.huge import (
     HUGE_URL,
-    CheckpointError,
-    build_mini,
     download_file,
     huge_checkpoint_path,
     load_imagebind_huge,
-    sha256_file,
 )
+from a2i_utils.imagebind.mini import build_mini
+from a2i_utils.io import CheckpointError, sha256_file
 
 SMALL = {"imagebind.embed_dim": 32, "imagebind.mini_dim": 32, "imagebind.mini_blocks": 1, "imagebind.mini_heads": 2}
 
@@ -134,7 +133,7 @@ QUICK = {
 def trained(tmp_path_factory):
     """A quickly trained miniature, its config and dataset (module scope: trained once)."""
     from a2i_utils.data import prepare_dataset
-    from a2i_utils.imagebind_models import load_or_train_mini
+    from a2i_utils.imagebind.mini import load_or_train_mini
 
     cfg = get_config("demo", {"cache_dir": tmp_path_factory.mktemp("mini") / "cache", "device": "cpu", **QUICK})
     dataset = prepare_dataset(cfg, progress=False)
@@ -154,7 +153,7 @@ def test_mini_is_an_imagebind_model_with_imagebind_postprocessing(trained):
 
 
 def test_mini_retrieval_and_scene_accuracy_above_chance(trained):
-    from a2i_utils.embeddings import evaluate_alignment
+    from a2i_utils.imagebind.retrieval import evaluate_alignment
 
     cfg, dataset, emb = trained
     m = evaluate_alignment(emb, dataset, cfg)
@@ -166,7 +165,7 @@ def test_mini_retrieval_and_scene_accuracy_above_chance(trained):
 
 
 def test_mini_is_reused_and_resumes_after_stage_one(trained, capsys):
-    from a2i_utils.imagebind_models import load_or_train_mini, mini_checkpoint_path, mini_key
+    from a2i_utils.imagebind.mini import load_or_train_mini, mini_checkpoint_path, mini_key
 
     cfg, dataset, emb = trained
     x = torch.randn(2, 3, 1, 128, 204)
@@ -269,7 +268,7 @@ def test_corrupt_stamp_is_treated_as_missing(tmp_path, capsys, stamp_text):
 
 
 def test_model_version_is_part_of_the_mini_key(tmp_path, monkeypatch):
-    import a2i_utils.imagebind_models as M
+    import a2i_utils.imagebind.mini as M
     from a2i_utils.data import Pair
 
     cfg = _cfg(tmp_path)

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from a2i_utils.config import TransformerConfig, get_config
-from a2i_utils.pixel_transformer import (
+from a2i_utils.transformer.figures import plot_attention_masks
+from a2i_utils.transformer.model import (
     MASK,
     START,
     VOCAB_SIZE,
@@ -23,7 +24,6 @@ from a2i_utils.pixel_transformer import (
     local_attention,
     local_attention_mask,
     pick_token,
-    plot_attention_masks,
     window_start,
 )
 

@@ -10,8 +10,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from a2i_utils import synth
-from a2i_utils.data import CLASSES, load_tree
+from a2i_utils.data import CLASSES, load_tree, synth
 
 
 def digest(root) -> dict[str, str]:

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from a2i_utils import io as a2i_io
-from a2i_utils import transformer_training as tt
 from a2i_utils.config import get_config
-from a2i_utils.pixel_transformer import PixelTransformer
-from a2i_utils.transformer_training import (
+from a2i_utils.transformer import training as tt
+from a2i_utils.transformer.model import PixelTransformer
+from a2i_utils.transformer.training import (
     CheckpointError,
     PixelDataset,
     Trainer,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -84,26 +83,6 @@ def local_attention(q: Tensor, k: Tensor, v: Tensor, block_len: int, mem_len: in
     mask = _blocked_mask(nb, L, M, q.device)  # (nb, L, M+L)
     y = F.scaled_dot_product_attention(q, kw, vw, attn_mask=mask, dropout_p=dropout_p)  # (B, nh, nb, L, hs)
     return y.reshape(B, nh, nb * L, hs)[:, :, :T]  # (B, nh, T, hs)
-
-
-def plot_attention_masks(T: int = 256, block_len: int = 64, mem_len: int = 64) -> plt.Figure:
-    """Draw the local 1D mask next to the full causal mask for a sequence of T positions."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
-    masks = {
-        f"local 1D (block {block_len}, memory {mem_len})": local_attention_mask(T, block_len, mem_len),
-        "full causal": causal_mask(T),
-    }
-    for ax, (title, mask) in zip(axes, masks.items()):
-        ax.imshow(mask.numpy(), cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
-        share = mask.float().mean().item()
-        ax.set(title=f"{title}\n{share:.0%} of the T x T pairs", xlabel="key position (pixel index)",
-               ylabel="query position (pixel index)")
-        for edge in range(block_len, T, block_len):
-            if "local" in title:
-                ax.axhline(edge - 0.5, color="tab:orange", lw=0.6)
-    fig.suptitle(f"Which earlier pixels each pixel attends to (T = {T})")
-    fig.tight_layout()
-    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""ImageBind's audio preprocessing, fed from our own audio reader (no ffmpeg needed).
+"""ImageBind's input preprocessing: audio (fed from our own audio reader, no ffmpeg needed), images and text.
 
 ImageBind (``imagebind.data.load_and_transform_audio_data``) turns a recording into its model input like this
 (FACTS §2):
@@ -110,7 +110,57 @@ def waveforms_to_batch(
 
 def load_audio_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
     """Audio files -> ImageBind's input (B, 3, 1, 128, 204), read with a2i's reader at 16 kHz."""
-    from a2i_utils.audio import load_audio
+    from a2i_utils.data.audio import load_audio
 
     waveforms = [load_audio(p, SAMPLE_RATE) for p in paths]  # each float32 mono (T,)
     return waveforms_to_batch(waveforms, [str(p) for p in paths])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images and text
+# ----------------------------------------------------------------------------------------------------------
+VISION_MEAN = (0.48145466, 0.4578275, 0.40821073)  # ImageBind's (OpenAI CLIP's) image normalisation
+VISION_STD = (0.26862954, 0.26130258, 0.27577711)
+VISION_SIZE = 224
+PROMPT = "an aerial photo of {}"  # text prompt of a scene class (the miniature's stage 1, scene classification)
+
+
+def vision_transform():
+    """ImageBind's image transform: bicubic resize to 224, centre crop, CLIP normalisation."""
+    from torchvision import transforms
+
+    return transforms.Compose([
+        transforms.Resize(VISION_SIZE, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(VISION_SIZE),
+        transforms.ToTensor(),
+        transforms.Normalize(mean=VISION_MEAN, std=VISION_STD),
+    ])
+
+
+def load_vision_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
+    """Image files -> ImageBind's vision input (B, 3, 224, 224); a bad file raises ImageError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from a2i_utils.data.images import ImageError
+
+    tf = vision_transform()
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                out.append(tf(img.convert("RGB")))  # (3, 224, 224)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise ImageError(f"{p}: not a readable image ({err})") from err
+    return torch.stack(out) if out else torch.empty(0, 3, VISION_SIZE, VISION_SIZE)
+
+
+def load_text_inputs(texts: Sequence[str]) -> torch.Tensor:
+    """Strings -> ImageBind's BPE token ids (N, 77)."""
+    from a2i_utils.compat import import_imagebind_data
+
+    return import_imagebind_data().load_and_transform_text(list(texts), "cpu")
+
+
+def class_prompts(classes: Sequence[str]) -> list[str]:
+    """The text prompt of each scene class."""
+    return [PROMPT.format(c) for c in classes]

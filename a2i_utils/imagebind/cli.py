@@ -49,8 +49,8 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Embed the files, print what was done; exit status 1 when nothing could be embedded or a path was bad."""
     from a2i_utils.config import get_config
-    from a2i_utils.embeddings import EmbedStats, embed_files
-    from a2i_utils.imagebind_models import load_imagebind
+    from a2i_utils.imagebind.cache import EmbedStats, embed_files
+    from a2i_utils.imagebind.embedder import load_imagebind
 
     cfg = get_config(args.mode, {"cache_dir": args.cache} if args.cache else None)
     audio, images, problems = collect(list(args.paths))

@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> int:
     """Write the synthetic tree and print where."""
-    from a2i_utils.synth import write_tree
+    from a2i_utils.data.synth import write_tree
 
     try:
         root = write_tree(args.out, per_class=args.per_class, seed=args.seed, image_size=args.image_size)
@@ -67,7 +67,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Download and extract both ADVANCE archives into the cache."""
-    from a2i_utils.advance import DownloadError, UnsafeArchiveError, ensure_advance
+    from a2i_utils.data.advance import DownloadError, UnsafeArchiveError, ensure_advance
 
     cfg = get_config(args.mode)
     try:

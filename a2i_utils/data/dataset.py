@@ -6,8 +6,8 @@ base id (the ``_k`` files reuse the audio of the same place, so a per-file split
 validation), stratified by class, seeded, and stored next to the data so every notebook and script sees
 the same one.
 
-:func:`prepare_dataset` is the entry point: demo mode synthesises the tree (``a2i_utils.synth``) into the
-cache, full mode downloads ADVANCE (``a2i_utils.advance``). Both come back as a :class:`Dataset`.
+:func:`prepare_dataset` is the entry point: demo mode synthesises the tree (``a2i_utils.data.synth``) into the
+cache, full mode downloads ADVANCE (``a2i_utils.data.advance``). Both come back as a :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -22,31 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from a2i_utils.audio import audio_problem
-from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS, atomic_write_text  # also importable from here, as before
+from a2i_utils.config import Config
+from a2i_utils.data import advance, synth
+from a2i_utils.data.audio import audio_problem
+from a2i_utils.data.classes import CLASSES
+from a2i_utils.data.images import ImageError, open_image
+from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS, atomic_write_text
 
-CLASSES: tuple[str, ...] = (
-    "airport", "beach", "bridge", "farmland", "forest", "grassland", "harbour",
-    "lake", "orchard", "residential", "sparse shrub land", "sports land", "train station",
-)  # fmt: skip
-# Pairs per class in the real ADVANCE (5,075 in all): imbalanced, unlike the synthetic world.
-ADVANCE_COUNTS: dict[str, int] = {
-    "airport": 185, "beach": 216, "bridge": 280, "farmland": 430, "forest": 862, "grassland": 150, "harbour": 508,
-    "lake": 357, "orchard": 207, "residential": 1056, "sparse shrub land": 405, "sports land": 159,
-    "train station": 260,
-}  # fmt: skip
 NAME_RE = re.compile(r"^(?P<base>\d+)(?:_(?P<k>\d+))?$")
 MANIFEST_NAME = "manifest.json"
 SPLIT_NAME = "split.json"
 MANIFEST_VERSION = 2  # 2: problems stored relative to the root (ROOT_TOKEN), re-rooted on load
 ROOT_TOKEN = "<root>"
-
-
-class ImageError(ValueError):
-    """An image file that cannot be used; the message names the file and the problem."""
 
 
 class DatasetError(RuntimeError):
@@ -164,7 +153,7 @@ def _files_by_key(folder: Path, exts: tuple[str, ...], problems: list[str]) -> d
 def _pair_is_usable(pair: Pair, problems: list[str]) -> bool:
     """Decode both files; record why a pair is left out (or that its recording is silent)."""
     try:
-        _open_image(pair.image_path).load()
+        open_image(pair.image_path).load()
     except ImageError as err:
         problems.append(f"skipped pair {pair.label}/{pair.id}: {err}")
         return False
@@ -314,43 +303,13 @@ def load_tree(root: Path, val_fraction: float = 0.1, seed: int = 42, progress: b
     return Dataset(root=root, pairs=pairs, problems=list(problems))
 
 
-def prepare_dataset(cfg, progress: bool = True) -> Dataset:
+def prepare_dataset(cfg: Config, progress: bool = True) -> Dataset:
     """The dataset of ``cfg``: synthetic (made in the cache if missing) or ADVANCE (downloaded if missing)."""
     d = cfg.data
     if d.source == "synthetic":
-        from a2i_utils import synth
-
         root = synth.ensure_synthetic(cfg, progress=progress)
     elif d.source == "advance":
-        from a2i_utils import advance
-
         root = advance.ensure_advance(cfg, progress=progress)
     else:
         raise ValueError(f"unknown data.source {d.source!r}: use 'synthetic' or 'advance'")
     return load_tree(root, val_fraction=d.val_fraction, seed=cfg.seed, progress=progress)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Images and small helpers
-# ----------------------------------------------------------------------------------------------------------
-def _open_image(path: Path) -> Image.Image:
-    """Open an image lazily, turning every failure into an :class:`ImageError` naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"{path}: no such image file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: the file is empty (0 bytes)")
-    try:
-        img = Image.open(path)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"{path}: not a readable image or corrupt data ({err})") from err
-    return img
-
-
-def load_image(path: str | Path, size: int, gray: bool = False) -> np.ndarray:
-    """uint8 (size, size) if ``gray`` else (size, size, 3), resized with Lanczos; ImageError if unreadable."""
-    img = _open_image(Path(path)).convert("L" if gray else "RGB")
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return np.asarray(img, dtype=np.uint8)  # (size, size) or (size, size, 3)

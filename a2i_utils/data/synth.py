@@ -41,7 +41,7 @@ import soundfile as sf
 from PIL import Image, ImageFilter
 from tqdm.auto import tqdm
 
-from a2i_utils.data import CLASSES
+from a2i_utils.data.classes import CLASSES
 
 SYNTH_VERSION = 3  # bump when the generator changes: trees are cached under a name that includes it
 HARD_KINDS = ("noisy", "quiet", "mixed")

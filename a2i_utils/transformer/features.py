@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -25,63 +24,63 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from tqdm.auto import tqdm
 
-from a2i_utils.audio import load_audio
-from a2i_utils.io import atomic_write
+from a2i_utils.config import Config, FeatureConfig
+from a2i_utils.data.audio import load_audio
+from a2i_utils.io import atomic_write, cache_key
 
 DROPPED_BIN = 0  # the DC bin (see the module docstring)
 FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then ignored
 
 
-def section_length(fc) -> int:
+def section_length(fcfg: FeatureConfig) -> int:
     """Samples per section: 220,500 / 500 = 441 for the paper's setting."""
-    n = round(fc.sample_rate * fc.duration_s)
-    if n % fc.n_sections:
-        raise ValueError(f"{n} samples do not split into {fc.n_sections} equal sections")
-    return n // fc.n_sections
+    n = round(fcfg.sample_rate * fcfg.duration_s)
+    if n % fcfg.n_sections:
+        raise ValueError(f"{n} samples do not split into {fcfg.n_sections} equal sections")
+    return n // fcfg.n_sections
 
 
-def fft_features(wave, fc) -> torch.Tensor:
-    """(n,) or (B, n) waveform at ``fc.sample_rate`` -> (500, 220) or (B, 500, 220) float32 log-magnitudes."""
+def fft_features(wave, fcfg: FeatureConfig) -> torch.Tensor:
+    """(n,) or (B, n) waveform at ``fcfg.sample_rate`` -> (500, 220) or (B, 500, 220) float32 log-magnitudes."""
     x = torch.as_tensor(np.asarray(wave) if not torch.is_tensor(wave) else wave, dtype=torch.float32)
     single = x.ndim == 1
     x = x.unsqueeze(0) if single else x  # (B, n)
-    n_total = fc.n_sections * section_length(fc)
+    n_total = fcfg.n_sections * section_length(fcfg)
     if x.shape[-1] < n_total:  # zero-pad at the end, crop keeping the start (as load_audio does)
         x = torch.nn.functional.pad(x, (0, n_total - x.shape[-1]))
     x = x[:, :n_total]  # (B, 220500)
-    sections = x.reshape(x.shape[0], fc.n_sections, -1)  # (B, 500, 441): a view, no copy
+    sections = x.reshape(x.shape[0], fcfg.n_sections, -1)  # (B, 500, 441): a view, no copy
     mag = torch.fft.rfft(sections, dim=-1).abs()  # (B, 500, 221): one batched transform
-    feats = torch.log(mag[..., 1 : 1 + fc.n_bins] + fc.log_eps)  # (B, 500, 220): bin 0 = DROPPED_BIN (DC) left out
+    feats = torch.log(mag[..., 1 : 1 + fcfg.n_bins] + fcfg.log_eps)  # (B, 500, 220): bin 0 = DROPPED_BIN (DC) left out
     return feats[0] if single else feats
 
 
-def fft_features_loop(wave: np.ndarray, fc) -> np.ndarray:
+def fft_features_loop(wave: np.ndarray, fcfg: FeatureConfig) -> np.ndarray:
     """Reference: the same features, one section at a time with NumPy (for tests and the benchmark)."""
-    length = section_length(fc)
-    n_total = fc.n_sections * length
+    length = section_length(fcfg)
+    n_total = fcfg.n_sections * length
     x = np.zeros(n_total, dtype=np.float32)
     x[: min(len(wave), n_total)] = wave[:n_total]
-    out = np.empty((fc.n_sections, fc.n_bins), dtype=np.float32)
-    for s in range(fc.n_sections):
+    out = np.empty((fcfg.n_sections, fcfg.n_bins), dtype=np.float32)
+    for s in range(fcfg.n_sections):
         mag = np.abs(np.fft.rfft(x[s * length : (s + 1) * length]))  # (221,)
-        out[s] = np.log(np.delete(mag, DROPPED_BIN)[: fc.n_bins] + fc.log_eps)
+        out[s] = np.log(np.delete(mag, DROPPED_BIN)[: fcfg.n_bins] + fcfg.log_eps)
     return out
 
 
-def bin_frequencies(fc) -> np.ndarray:
+def bin_frequencies(fcfg: FeatureConfig) -> np.ndarray:
     """Centre frequency in Hz of each kept bin: (220,) = 50, 100, ..., 11,000 Hz."""
-    length = section_length(fc)
-    k = np.delete(np.arange(length // 2 + 1), DROPPED_BIN)[: fc.n_bins]
-    return k * fc.sample_rate / length
+    length = section_length(fcfg)
+    k = np.delete(np.arange(length // 2 + 1), DROPPED_BIN)[: fcfg.n_bins]
+    return k * fcfg.sample_rate / length
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Cache: one safetensors file per recording, keyed by its bytes and the feature parameters
 # ----------------------------------------------------------------------------------------------------------
-def params_key(fc) -> str:
-    """A short hash of the feature parameters (and the code version)."""
-    params = {**dataclasses.asdict(fc), "dropped_bin": DROPPED_BIN, "version": FEATURE_VERSION}
-    return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+def params_key(features_cfg: FeatureConfig) -> str:
+    """The cache key of the feature parameters and the code version (``features-v1-<hash>``)."""
+    return cache_key("features", FEATURE_VERSION, {**dataclasses.asdict(features_cfg), "dropped_bin": DROPPED_BIN})
 
 
 def file_key(path: Path) -> str:
@@ -93,7 +92,7 @@ def file_key(path: Path) -> str:
     return h.hexdigest()
 
 
-def cache_path(path: Path, cfg) -> Path:
+def cache_path(path: Path, cfg: Config) -> Path:
     """Where the features of the recording ``path`` are cached: ``features_dir/<params>/<content>.safetensors``."""
     return Path(cfg.features_dir) / params_key(cfg.features) / f"{file_key(path)}.safetensors"
 
@@ -116,24 +115,24 @@ def _load_cached(target: Path, shape: tuple[int, int]) -> np.ndarray | None:
     return feats
 
 
-def features_for_file(path: Path, cfg) -> torch.Tensor:
+def features_for_file(path: Path, cfg: Config) -> torch.Tensor:
     """(500, 220) features of one recording, from the cache or computed and cached."""
     return features_for_pairs([Path(path)], cfg, progress=False)[0]
 
 
-def features_for_pairs(pairs, cfg, progress: bool = True, batch_size: int = 32) -> torch.Tensor:
+def features_for_pairs(pairs, cfg: Config, progress: bool = True, batch_size: int = 32) -> torch.Tensor:
     """(N, 500, 220) features of the pairs' recordings (or paths), cached per file in ``cfg.features_dir``.
 
     Cache misses are computed ``batch_size`` recordings at a time: one rFFT over (batch, 500, 441).
     (Per-file copies are done in NumPy: small multi-threaded torch copies are slow on a busy 2-core CPU.)
     """
-    fc = cfg.features
+    fcfg = cfg.features
     paths = [Path(getattr(p, "audio_path", p)) for p in pairs]
     targets = [cache_path(p, cfg) for p in paths]
-    out = np.empty((len(paths), fc.n_sections, fc.n_bins), np.float32)
+    out = np.empty((len(paths), fcfg.n_sections, fcfg.n_bins), np.float32)
     missing = []
     for i, target in enumerate(targets):
-        cached = _load_cached(target, (fc.n_sections, fc.n_bins))
+        cached = _load_cached(target, (fcfg.n_sections, fcfg.n_bins))
         if cached is None:
             missing.append(i)
         else:
@@ -141,8 +140,8 @@ def features_for_pairs(pairs, cfg, progress: bool = True, batch_size: int = 32) 
     bar = tqdm(total=len(missing), desc="FFT features", disable=not (progress and missing), leave=False)
     for start in range(0, len(missing), batch_size):
         idx = missing[start : start + batch_size]
-        waves = np.stack([load_audio(paths[i], fc.sample_rate, fc.duration_s) for i in idx])  # (b, 220500)
-        feats = fft_features(waves, fc).numpy()  # (b, 500, 220)
+        waves = np.stack([load_audio(paths[i], fcfg.sample_rate, fcfg.duration_s) for i in idx])  # (b, 220500)
+        feats = fft_features(waves, fcfg).numpy()  # (b, 500, 220)
         for i, f in zip(idx, feats):
             out[i] = f
             _save_features(f, targets[i])

@@ -27,8 +27,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from a2i_utils.config import Config, TransformerConfig
-from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text
-from a2i_utils.pixel_transformer import PixelTransformer, image_to_tokens
+from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key
+from a2i_utils.transformer.model import PixelTransformer, image_to_tokens
 
 CHECKPOINT_EVERY = 100  # steps between checkpoints
 # Bump when the training code changes what a run computes while keeping the tensor shapes (a new schedule,
@@ -75,8 +75,8 @@ class PixelDataset(torch.utils.data.Dataset):
 
 def build_pixel_dataset(pairs: list, cfg: Config, normalizer, progress: bool = True) -> PixelDataset:
     """Normalised features and ``cfg.transformer.image_size``-square grayscale images of ``pairs``."""
-    from a2i_utils.data import load_image
-    from a2i_utils.features import features_for_pairs
+    from a2i_utils.data.images import load_image
+    from a2i_utils.transformer.features import features_for_pairs
 
     feats = normalizer(features_for_pairs(pairs, cfg, progress=progress))  # (N, S, F)
     size = cfg.transformer.image_size
@@ -284,10 +284,8 @@ class Trainer:
 def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
     """The checkpoint folder of run ``name`` with this config, data and ``MODEL_VERSION``."""
     keyed = {k: v for k, v in dataclasses.asdict(cfg.transformer).items() if k not in _NOT_IN_RUN_KEY}
-    blob = json.dumps({"t": keyed, "seed": cfg.seed, "data": dataset.fingerprint(), "version": MODEL_VERSION,
-                       "shape": list(dataset.features.shape)}, sort_keys=True)
-    key = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return cfg.checkpoints_dir / "transformer" / f"{name}-{key}"
+    payload = {"t": keyed, "seed": cfg.seed, "data": dataset.fingerprint(), "shape": list(dataset.features.shape)}
+    return cfg.checkpoints_dir / "transformer" / cache_key(name, MODEL_VERSION, payload)
 
 
 def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, progress: bool = True,

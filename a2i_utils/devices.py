@@ -1,0 +1,38 @@
+"""Devices, dtypes and threads: small torch helpers shared by every part (a leaf module)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+@contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch threads (0: leave as is), then restore the previous number.
+
+    Measured on the shared 2-core machine: a training step of the miniature took 0.11 s with 1 thread and
+    1.4 s with 2 while other processes were busy, as the two threads wait on each other.
+    """
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def autocast(device: str, dtype: torch.dtype):
+    """Autocast for reduced precision on a GPU, a no-op otherwise."""
+    enabled = dtype != torch.float32 and device.startswith("cuda")
+    return torch.autocast("cuda", dtype=dtype, enabled=enabled)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """"float32" / "bfloat16" / "float16" -> the torch dtype."""
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {name!r}")
+    return dtypes[name]

@@ -1,0 +1,185 @@
+"""Full mode: the official ``imagebind_huge``, downloaded once into the cache, verified, then loaded.
+
+Full mode builds ``imagebind_huge(pretrained=False)`` and loads Meta's checkpoint from the cache
+(``cfg.downloads_dir / imagebind_huge.pth``), downloading it once with a progress bar; never into
+``.checkpoints/`` of the current directory as ``imagebind_huge(pretrained=True)`` would. No hash of that
+file is published by Meta, so it is verified by the exact size the server announces, then by the names,
+shapes (and kinds of dtype) of every tensor of its state dict against the architecture. The verified size,
+modification time and SHA-256 are written next to it (``imagebind_huge.pth.verified.json``). Every later load
+compares size and modification time with that stamp: a different size is refused (a corrupt or partly
+overwritten file), a different modification time at the same size means the file was replaced, so it is
+verified and hashed again. The model's identity (the embedding cache's key) comes from the current hash.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from a2i_utils.compat import import_imagebind
+from a2i_utils.config import Config
+from a2i_utils.devices import torch_dtype
+from a2i_utils.imagebind.embedder import Embedder
+from a2i_utils.io import CheckpointError, atomic_write_text, sha256_file
+
+# The address imagebind.models.imagebind_model.imagebind_huge downloads from (read from the package source;
+# a test checks it is still there).
+HUGE_URL = "https://dl.fbaipublicfiles.com/imagebind/imagebind_huge.pth"
+HUGE_FILENAME = "imagebind_huge.pth"
+
+
+def huge_checkpoint_path(cfg: Config) -> Path:
+    """Where the official checkpoint lives in the cache."""
+    return Path(cfg.downloads_dir) / HUGE_FILENAME
+
+
+def download_file(url: str, dest: Path, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part`` (resumed when present), checking the announced size."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    done = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        resp = urllib.request.urlopen(request, timeout=60)
+    except (urllib.error.URLError, OSError) as err:
+        raise CheckpointError(f"could not download {url} to {dest}: {err}") from err
+    with resp:
+        status = getattr(resp, "status", None)
+        if done and status != 206:  # the server ignored the range: start over
+            done = 0
+        length = resp.headers.get("Content-Length")
+        total = done + int(length) if length is not None else None
+        with open(part, "ab" if done else "wb") as f, tqdm(
+            total=total, initial=done, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress
+        ) as bar:
+            while chunk := resp.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    got = part.stat().st_size
+    if total is not None and got != total:
+        raise CheckpointError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
+    part.replace(dest)
+    return dest
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``weights_only=True`` (memory-mapped when possible); CheckpointError if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as err:  # noqa: BLE001  (torch raises RuntimeError, pickle errors, EOFError...)
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint, corrupt or truncated ({err})") from err
+    if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
+        sd = sd["model"]  # a training checkpoint that wraps the weights
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path}: does not hold a state dict (a mapping of names to tensors)")
+    return sd
+
+
+def check_state_dict(sd: dict[str, torch.Tensor], model: nn.Module, path: Path) -> None:
+    """Raise CheckpointError naming ``path`` unless ``sd`` has exactly the model's names and shapes.
+
+    Dtypes must be of the same kind (floating point or not); a float precision difference is allowed, as
+    ``load_state_dict`` converts it.
+    """
+    want = model.state_dict()
+    missing = sorted(want.keys() - sd.keys())
+    extra = sorted(sd.keys() - want.keys())
+    wrong = [
+        f"{k}: {tuple(sd[k].shape)} {sd[k].dtype} in the file, model wants {tuple(want[k].shape)} {want[k].dtype}"
+        for k in sorted(want.keys() & sd.keys())
+        if sd[k].shape != want[k].shape or sd[k].is_floating_point() != want[k].is_floating_point()
+    ]
+    if missing or extra or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing tensor(s), e.g. {missing[:3]}")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensor(s), e.g. {extra[:3]}")
+        if wrong:
+            parts.append(f"{len(wrong)} with a wrong shape or dtype, e.g. {wrong[:3]}")
+        raise CheckpointError(f"{path}: not a checkpoint of this model: " + "; ".join(parts))
+
+
+def _stamp_path(path: Path) -> Path:
+    """The sidecar JSON that records a verified checkpoint's size and hash."""
+    return path.with_name(path.name + ".verified.json")
+
+
+def read_stamp(path: Path) -> dict | None:
+    """The verification stamp of checkpoint ``path``, or None when absent or unreadable (then verified again)."""
+    stamp_file = _stamp_path(path)
+    if not stamp_file.is_file():
+        return None
+    try:
+        stamp = json.loads(stamp_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        print(f"warning: {stamp_file}: unreadable verification stamp ({err}); verifying {path.name} again")
+        return None
+    if not isinstance(stamp, dict) or not {"size", "mtime_ns", "sha256"} <= stamp.keys():
+        print(f"warning: {stamp_file}: incomplete verification stamp; verifying {path.name} again")
+        return None
+    return stamp
+
+
+def load_verified_weights(model: nn.Module, path: Path) -> dict:
+    """Verify ``path`` against ``model`` (stamp, names, shapes) and load it; return the (current) stamp.
+
+    The stamp holds size, modification time (ns) and SHA-256: a size change is refused, a modification time
+    change (a replaced file of the same size) makes the file be hashed again, so the identity follows it.
+    """
+    path = Path(path)
+    stamp = read_stamp(path)
+    st = path.stat() if path.is_file() else None
+    if stamp is not None and st is not None and st.st_size != stamp["size"]:
+        raise CheckpointError(
+            f"{path}: size {st.st_size} bytes differs from the verified {stamp['size']}: "
+            "the file changed or is corrupt; delete it (and its .verified.json) to download it again"
+        )
+    sd = read_state_dict(path)
+    check_state_dict(sd, model, path)
+    model.load_state_dict(sd, strict=True)
+    if stamp is None or stamp["mtime_ns"] != st.st_mtime_ns:  # new, or replaced by a same-size file: hash again
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path), "tensors": len(sd)}
+        atomic_write_text(_stamp_path(path), json.dumps(stamp, indent=1))
+    return stamp
+
+
+def load_imagebind_huge(
+    cfg: Config,
+    progress: bool = True,
+    download: bool = True,
+    url: str = HUGE_URL,
+    builder: Callable[[], nn.Module] | None = None,
+) -> Embedder:
+    """``imagebind_huge`` with the official weights from the cache (downloaded once), eval mode, cfg's dtype.
+
+    ``builder`` makes the (untrained) model; the default is ``imagebind_huge(pretrained=False)``. Tests pass a
+    small ``ImageBindModel`` and a ``file://`` URL to run this same path on a checkpoint they wrote.
+    """
+    path = huge_checkpoint_path(cfg)
+    if not path.is_file():
+        if not download:
+            raise CheckpointError(f"{path}: no checkpoint in the cache and download=False")
+        download_file(url, path, progress=progress)
+    builder = builder or (lambda: import_imagebind().imagebind_huge(pretrained=False))
+    model = builder()
+    try:
+        stamp = load_verified_weights(model, path)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}\n(delete {path} to download it again from {url})") from err
+    device = cfg.resolved_device()
+    dtype = torch_dtype(cfg.imagebind.dtype) if device.startswith("cuda") else torch.float32
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return Embedder(model, f"imagebind_huge-{stamp['sha256'][:16]}", device, dtype)

@@ -1,0 +1,248 @@
+"""Demo mode: a miniature ImageBind. The same class, :class:`imagebind.models.imagebind_model.ImageBindModel`,
+built at small widths
+(``cfg.imagebind.mini_*``) and trains it the way ImageBind was made, in two stages:
+
+1. vision (and text) as a CLIP: images against the text prompts of their scene class, cross-entropy over
+   the 13 prompts with the text head's learnable logit scale (ImageBind takes this stage ready-made from
+   OpenCLIP);
+2. audio, with vision and text frozen: InfoNCE between each recording and the embedding of its own image
+   over the batch, symmetric, at ImageBind's fixed audio temperature (its audio head multiplies the unit
+   embedding by 20, so ``audio @ image.T`` are the logits at temperature 1/20).
+
+The trained weights are saved as safetensors under ``cfg.checkpoints_dir`` keyed by the config and the
+data, and reused; a finished stage 1 is kept, so an interrupted run resumes at stage 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from a2i_utils.compat import import_imagebind
+from a2i_utils.config import Config, ImageBindConfig
+from a2i_utils.data import CLASSES
+from a2i_utils.devices import cpu_threads
+from a2i_utils.imagebind.embedder import Embedder
+from a2i_utils.imagebind.huge import check_state_dict
+from a2i_utils.imagebind.preprocess import (
+    PROMPT,
+    class_prompts,
+    load_audio_inputs,
+    load_text_inputs,
+    load_vision_inputs,
+)
+from a2i_utils.io import CheckpointError, atomic_write, cache_key, sha256_file
+
+BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second: in a notebook each redraw is a kernel message,
+# and thousands of them overflow the kernel's message queue (nbval then loses the end of the cell)
+MODEL_VERSION = 1  # part of the miniature's cache key: bump when the training code changes but not the shapes
+
+
+def build_mini(cfg: Config) -> nn.Module:
+    """An ``ImageBindModel`` at the small sizes of ``cfg.imagebind`` (all six towers, as the class builds them)."""
+    ib = cfg.imagebind
+    small = {"embed_dim": ib.mini_side_dim, "num_blocks": 1, "num_heads": 2}
+    side = {f"{m}_{k}": v for m in ("depth", "thermal", "imu") for k, v in small.items()}
+    return import_imagebind().ImageBindModel(
+        kernel_size=(2, ib.mini_vision_patch, ib.mini_vision_patch),
+        audio_kernel_size=ib.mini_audio_patch,
+        audio_stride=ib.mini_audio_patch,
+        out_embed_dim=ib.embed_dim,
+        vision_embed_dim=ib.mini_dim,
+        vision_num_blocks=ib.mini_blocks,
+        vision_num_heads=ib.mini_heads,
+        audio_embed_dim=ib.mini_dim,
+        audio_num_blocks=ib.mini_blocks,
+        audio_num_heads=ib.mini_heads,
+        audio_drop_path=ib.mini_audio_drop_path,
+        text_embed_dim=ib.mini_text_dim,
+        text_num_blocks=1,
+        text_num_heads=2,
+        **side,
+    )
+
+
+def mini_key(cfg: Config, pairs) -> str:
+    """The miniature's cache key (``mini-v<MODEL_VERSION>-<hash>``): config, seed, the data's bytes, prompt."""
+    ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items() if k.startswith("mini_") or k == "embed_dim"}
+    data = [(p.id, p.label, p.split, sha256_file(p.image_path), sha256_file(p.audio_path))  # the bytes, not names
+            for p in sorted(pairs, key=lambda p: (p.label, p.id))]
+    return cache_key("mini", MODEL_VERSION, {"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT})
+
+
+def mini_checkpoint_path(cfg: Config, key: str, stage: str = "final") -> Path:
+    """``checkpoints/imagebind_mini/<key>[-vision].safetensors``."""
+    suffix = "" if stage == "final" else f"-{stage}"
+    return Path(cfg.checkpoints_dir) / "imagebind_mini" / f"{key}{suffix}.safetensors"
+
+
+def save_mini(model: nn.Module, path: Path, info: dict) -> None:
+    """Save weights as safetensors (atomic), with ``info`` (history, metrics) as JSON metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"info": json.dumps(info)}))
+
+
+def load_mini_weights(model: nn.Module, path: Path) -> dict:
+    """Load a miniature's safetensors into ``model`` (checked) and return its ``info``."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        sd = load_file(str(path))
+        with safe_open(str(path), "pt") as f:
+            info = json.loads((f.metadata() or {}).get("info", "{}"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from err
+    check_state_dict(sd, model, path)
+    model.load_state_dict(sd, strict=True)
+    return info
+
+
+def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embedder:
+    """The miniature ImageBind of ``cfg``: loaded from the cache if trained before, else trained and saved."""
+    from a2i_utils.data import prepare_dataset
+
+    dataset = dataset or prepare_dataset(cfg, progress=progress)
+    key = mini_key(cfg, dataset.pairs)
+    final = mini_checkpoint_path(cfg, key)
+    torch.manual_seed(cfg.seed)
+    model = build_mini(cfg)
+    if final.is_file():
+        print(f"Found checkpoint {final.name}, loading")
+        info = load_mini_weights(model, final)
+    else:
+        with cpu_threads(cfg.imagebind.cpu_threads):
+            info = train_mini(cfg, model, dataset, key, progress=progress)
+    model = model.eval().requires_grad_(False)
+    return Embedder(model, key, "cpu", torch.float32, info)
+
+
+def train_mini(cfg: Config, model: nn.Module, dataset, key: str, progress: bool = True) -> dict:
+    """Stage 1 (vision+text CLIP on scene prompts), then stage 2 (audio InfoNCE on frozen vision); saved."""
+    ib = cfg.imagebind
+    train = dataset.train
+    labels = torch.tensor([CLASSES.index(p.label) for p in train])
+    images = load_vision_inputs([p.image_path for p in train])  # (N, 3, 224, 224)
+    stage1 = mini_checkpoint_path(cfg, key, "vision")
+    if stage1.is_file():
+        print(f"Found stage-1 checkpoint {stage1.name}, loading (resuming at the audio stage)")
+        info = load_mini_weights(model, stage1)
+    else:
+        t0 = time.time()
+        info = {"vision_loss": train_vision_text(model, images, labels, CLASSES, ib, cfg.seed, progress)}
+        info["vision_seconds"] = round(time.time() - t0, 1)
+        save_mini(model, stage1, info)
+    audio = load_audio_inputs([p.audio_path for p in train])  # (N, 3, 1, 128, 204)
+    with torch.no_grad():
+        model.eval()
+        targets = embed_in_batches(model, "vision", images, ib.batch_size)  # (N, D), unit norm, frozen
+    t0 = time.time()
+    info["audio_loss"] = train_audio(model, audio, targets, ib, cfg.seed, progress)
+    info["audio_seconds"] = round(time.time() - t0, 1)
+    save_mini(model, mini_checkpoint_path(cfg, key), info)
+    return info
+
+
+def embed_in_batches(model: nn.Module, modality: str, inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Run one modality of ``model`` over ``inputs`` in batches -> (N, D)."""
+    return torch.cat([model({modality: inputs[i : i + batch_size]})[modality] for i in range(0, len(inputs),
+                                                                                           batch_size)])
+
+
+def augment_images(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flips and quarter turns of a batch (B, 3, H, W): an aerial scene has no up or left."""
+    if torch.rand(1, generator=gen).item() < 0.5:
+        x = x.flip(-1)
+    k = int(torch.randint(0, 4, (1,), generator=gen).item())
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+def _set_trainable(model: nn.Module, modalities: Sequence[str]) -> list[nn.Parameter]:
+    """Freeze every tower except ``modalities``; return the trainable parameters."""
+    model.requires_grad_(False)
+    params = []
+    for part in ("modality_preprocessors", "modality_trunks", "modality_heads", "modality_postprocessors"):
+        for m in modalities:
+            sub = getattr(model, part)[m]
+            sub.requires_grad_(True)
+            params += [p for p in sub.parameters() if p.requires_grad]
+    return params
+
+
+def _optimise(loss: torch.Tensor, opt, sched, losses: list[float], bar) -> None:
+    """One optimiser + schedule step on ``loss``; record it and advance the progress bar."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    losses.append(loss.item())
+    bar.update(1)
+    bar.set_postfix(loss=f"{np.mean(losses[-10:]):.3f}", refresh=False)  # drawn with the next update
+
+
+def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed: int,
+                      progress: bool = True) -> list[float]:
+    """Stage 1: CLIP-style cross-entropy of images against the prompts of the 13 scene classes."""
+    params = _set_trainable(model, ("vision", "text"))
+    opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
+    tokens = load_text_inputs(class_prompts(classes))  # (13, 77)
+    gen = torch.Generator().manual_seed(seed)
+    n, bs = len(images), ib.mini_train_batch
+    steps = ib.mini_vision_epochs * ((n + bs - 1) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ib.mini_lr, total_steps=steps, pct_start=0.1)
+    losses: list[float] = []
+    model.train()
+    desc = "mini ImageBind stage 1: vision+text"
+    bar = tqdm(total=steps, desc=desc, disable=not progress, mininterval=BAR_INTERVAL_S)
+    for _ in range(ib.mini_vision_epochs):
+        for idx in torch.randperm(n, generator=gen).split(bs):
+            out = model({"vision": augment_images(images[idx], gen), "text": tokens})
+            logits = out["vision"] @ out["text"].T  # (B, 13): unit image x scaled text = cosine * logit scale
+            loss = F.cross_entropy(logits, labels[idx])
+            _optimise(loss, opt, sched, losses, bar)
+    bar.close()
+    return losses
+
+
+def infonce(audio: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE; ``audio`` (B, D) already carries ImageBind's scale 20 (= 1/temperature)."""
+    logits = audio @ image.T  # (B, B): 20 * cosine
+    target = torch.arange(len(audio))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress: bool = True) -> list[float]:
+    """Stage 2: the audio tower against the frozen image embeddings of the same pairs, InfoNCE over the batch.
+
+    Each step uses one random clip of the 3 per recording (a cheap augmentation, 3x faster); the model
+    averages all 3 at inference, as ImageBind does.
+    """
+    params = _set_trainable(model, ("audio",))
+    opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(seed + 1)
+    n, bs = len(audio), ib.mini_train_batch
+    steps = ib.mini_audio_epochs * ((n + bs - 1) // bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ib.mini_lr, total_steps=steps, pct_start=0.1)
+    losses: list[float] = []
+    model.eval()
+    model.modality_trunks["audio"].train()  # drop path in the audio trunk only
+    bar = tqdm(total=steps, desc="mini ImageBind stage 2: audio", disable=not progress, mininterval=BAR_INTERVAL_S)
+    for _ in range(ib.mini_audio_epochs):
+        for idx in torch.randperm(n, generator=gen).split(bs):
+            clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
+            x = audio[idx, clip].unsqueeze(1)  # (B, 1, 1, 128, 204): one clip per recording
+            loss = infonce(model({"audio": x})["audio"], targets[idx])
+            _optimise(loss, opt, sched, losses, bar)
+    bar.close()
+    return losses
