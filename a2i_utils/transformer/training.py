@@ -3,10 +3,13 @@
 A training run lives in one folder under ``cfg.checkpoints_dir / "transformer"``, named after what it trains
 (the run name, the model and optimiser settings, the seed, a fingerprint of the data and ``MODEL_VERSION``). Every
 ``checkpoint_every`` steps it writes ``step_NNNNNNN.safetensors`` (the weights), ``step_NNNNNNN.state.pt``
-(optimiser, schedule, step, data order, random state, losses; plain tensors, read with ``weights_only=True``),
-``losses.csv``, and last ``latest.json`` pointing at them: each file goes to a temporary name first, then is
-renamed, so an interrupted run leaves the previous checkpoint intact. Resuming restores all of that, so a
-resumed run continues with exactly the losses of an uninterrupted one.
+(optimiser, schedule, step, data order, random state; plain tensors, read with ``weights_only=True``), and last
+``latest.json`` pointing at them: each goes to a temporary name first, then is renamed, so an interrupted run
+leaves the previous checkpoint intact. ``losses.csv`` is a log appended to at each checkpoint (one row per step,
+exact values), never rewritten; a resume reads the losses back from it, up to the checkpoint's step. The
+:class:`~a2i_utils.transformer.features.FeatureNormalizer` the features were standardised with is saved beside
+them (``normalizer.safetensors``), so :func:`load_run` gives back a model that can read a new recording.
+Resuming restores all of that, so a resumed run continues with exactly the losses of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor
 
 from a2i_utils.config import Config, TransformerConfig
 from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key
+from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
 from a2i_utils.transformer.model import PixelTransformer, image_to_tokens
 
 CHECKPOINT_EVERY = 100  # steps between checkpoints
@@ -36,17 +40,23 @@ CHECKPOINT_EVERY = 100  # steps between checkpoints
 MODEL_VERSION = 1
 # Settings that do not change what a training step computes: a run with more steps resumes from fewer.
 _NOT_IN_RUN_KEY = ("steps", "overfit_steps", "overfit_pairs")
+LOSS_LOG = "losses.csv"
+NORMALIZER_FILE = "normalizer.safetensors"
 __all__ = ["CheckpointError", "MODEL_VERSION", "PixelDataset", "Trainer", "build_pixel_dataset", "bits_per_dim",
-           "lr_factor", "mean_abs_pixel_error", "run_dir_for", "train_or_load"]
+           "load_run", "LR_DECAYS", "lr_factor", "mean_abs_pixel_error", "run_dir_for", "train_or_load"]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------
 class PixelDataset(torch.utils.data.Dataset):
-    """In-memory pairs of audio features (S, F) float32 and pixel tokens (H*W,) long."""
+    """In-memory pairs of audio features (S, F) float32 and pixel tokens (H*W,) long.
 
-    def __init__(self, features: Tensor | np.ndarray, images: np.ndarray | Tensor, ids: list[str] | None = None):
+    ``normalizer`` is the :class:`FeatureNormalizer` the features were standardised with (saved with a run)."""
+
+    def __init__(self, features: Tensor | np.ndarray, images: np.ndarray | Tensor, ids: list[str] | None = None,
+                 normalizer: FeatureNormalizer | None = None):
+        self.normalizer = normalizer
         self.features = torch.as_tensor(np.asarray(features), dtype=torch.float32)  # (N, S, F)
         self.images = torch.as_tensor(np.asarray(images))  # (N, H, W) uint8
         self.pixels = image_to_tokens(self.images)  # (N, H*W)
@@ -63,7 +73,7 @@ class PixelDataset(torch.utils.data.Dataset):
 
     def subset(self, idx: list[int]) -> PixelDataset:
         """The pairs at positions ``idx``."""
-        return PixelDataset(self.features[idx], self.images[idx], [self.ids[i] for i in idx])
+        return PixelDataset(self.features[idx], self.images[idx], [self.ids[i] for i in idx], self.normalizer)
 
     def fingerprint(self) -> str:
         """A short hash of the features and pixels (names a checkpoint folder)."""
@@ -73,25 +83,36 @@ class PixelDataset(torch.utils.data.Dataset):
         return h.hexdigest()[:12]
 
 
-def build_pixel_dataset(pairs: list, cfg: Config, normalizer, progress: bool = True) -> PixelDataset:
+def build_pixel_dataset(pairs: list, cfg: Config, normalizer: FeatureNormalizer, progress: bool = True) -> PixelDataset:
     """Normalised features and ``cfg.transformer.image_size``-square grayscale images of ``pairs``."""
     from a2i_utils.data.images import load_image
-    from a2i_utils.transformer.features import features_for_pairs
 
     feats = normalizer(features_for_pairs(pairs, cfg, progress=progress))  # (N, S, F)
     size = cfg.transformer.image_size
     images = np.stack([load_image(p.image_path, size=size, gray=True) for p in pairs])  # (N, H, W) uint8
-    return PixelDataset(feats, images, [p.id for p in pairs])
+    return PixelDataset(feats, images, [p.id for p in pairs], normalizer)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Schedule and metrics
 # ----------------------------------------------------------------------------------------------------------
-def lr_factor(step: int, warmup_steps: int) -> float:
-    """Linear warm-up to 1 over ``warmup_steps``, then decay as sqrt(warmup / step) (Vaswani et al.)."""
+LR_DECAYS = ("inverse_sqrt", "inverse")
+
+
+def lr_factor(step: int, warmup_steps: int, decay: str = "inverse_sqrt") -> float:
+    """Multiplier of the peak lr: linear warm-up to 1 over ``warmup_steps``, then (w/s)^0.5 or w/s.
+
+    The paper (§4.1) warms up linearly "to 1e-7 in 300 batch steps" and "decays proportionally afterwards".
+    Ours by default: the same linear warm-up (300 steps in full mode) to a usual peak (``transformer.lr``),
+    then the inverse square root decay of Vaswani et al. ``decay="inverse"`` (lr ~ 1/step) is the closer reading
+    of "proportionally"; see ``TransformerConfig`` for why the peak is not 1e-7.
+    """
+    if decay not in LR_DECAYS:
+        raise ValueError(f"transformer.lr_decay must be one of {LR_DECAYS}, not {decay!r}")
     s = step + 1
     w = max(1, warmup_steps)
-    return min(s / w, math.sqrt(w / s))
+    after = w / s if decay == "inverse" else math.sqrt(w / s)
+    return min(s / w, after)
 
 
 @torch.no_grad()
@@ -134,16 +155,19 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self.device = next(model.parameters()).device
         self.opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.98))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, tcfg.warmup_steps))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.lr_decay))
         self.step = 0
         self.losses: list[float] = []
         self.data_gen = torch.Generator().manual_seed(seed)  # order of the pairs
         self.order = torch.randperm(len(dataset), generator=self.data_gen)  # current epoch's permutation
         self.pos = 0  # next index into self.order
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
-            self.rng_state = torch.get_rng_state()  # dropout's random state, kept apart from the caller's
-        self.cuda_rng_state: Tensor | None = None  # the same on a GPU, once a run has started
+        # Dropout's random state, kept apart from the caller's: a generator of its own seeded with seed + 1, whose
+        # state is swapped into the global one during run(). Nothing global is seeded here (torch.manual_seed
+        # would also reseed every CUDA generator, and fork_rng(devices=[]) would not restore them).
+        self.seed = seed
+        self.rng_state = torch.Generator().manual_seed(seed + 1).get_state()
+        self.cuda_rng_state: Tensor | None = None  # the same on a GPU, set when the first run starts
+        self._logged: int | None = None  # rows of LOSS_LOG known to match self.losses (None: rewrite it once)
 
     # --- data order ---------------------------------------------------------------------------------------
     def _next_batch(self) -> tuple[Tensor, Tensor]:
@@ -177,9 +201,11 @@ class Trainer:
 
         self.model.train()
         bar = tqdm(total=steps, initial=self.step, desc=desc, disable=not progress)
-        with torch.random.fork_rng(devices=self._cuda_devices()):
+        with torch.random.fork_rng(devices=self._cuda_devices()):  # the caller's states come back afterwards
             torch.set_rng_state(self.rng_state)
-            if self.cuda_rng_state is not None:
+            if self.device.type == "cuda":
+                if self.cuda_rng_state is None:  # a state of its own, seeded like the CPU one: nothing global
+                    self.cuda_rng_state = torch.Generator(device=self.device).manual_seed(self.seed + 1).get_state()
                 torch.cuda.set_rng_state(self.cuda_rng_state, self.device)
             while self.step < steps:
                 self.losses.append(self.train_step())
@@ -215,25 +241,55 @@ class Trainer:
             "pos": self.pos,
             "rng": self.rng_state.clone(),
             "cuda_rng": self.cuda_rng_state.clone() if self.cuda_rng_state is not None else torch.empty(0),
-            "losses": torch.tensor(self.losses, dtype=torch.float64),
         }
 
     def save(self) -> Path:
-        """Write weights, state and losses for the current step, then point ``latest.json`` at them."""
+        """Write weights and state for the current step, append the new losses, then point ``latest.json`` at them."""
         stem = f"step_{self.step:07d}"
         weights, state = self.run_dir / f"{stem}.safetensors", self.run_dir / f"{stem}.state.pt"
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
         atomic_write(weights, lambda tmp: save_file(tensors, str(tmp)))
         atomic_write(state, lambda tmp: torch.save(self._state(), tmp))
-        atomic_write_text(self.run_dir / "losses.csv", "step,loss\n" + "".join(
-            f"{i + 1},{v:.6f}\n" for i, v in enumerate(self.losses)))
+        self._append_losses()
+        norm = self.dataset.normalizer
+        if norm is not None:
+            atomic_write(self.run_dir / NORMALIZER_FILE, lambda tmp: save_file(norm.state_dict(), str(tmp)))
         meta = {"step": self.step, "weights": weights.name, "state": state.name,
-                "config": dataclasses.asdict(self.tcfg), "n_pairs": len(self.dataset)}
+                "config": dataclasses.asdict(self.tcfg), "n_pairs": len(self.dataset),
+                "n_sections": self.model.n_sections, "n_bins": self.model.n_bins,
+                "normalizer": NORMALIZER_FILE if norm is not None else None}
         atomic_write_text(self.run_dir / "latest.json", json.dumps(meta, indent=1))
         for old in self.run_dir.glob("step_*"):
             if not old.name.startswith(stem):
                 old.unlink(missing_ok=True)
         return weights
+
+    def _append_losses(self) -> None:
+        """Append the losses since the last checkpoint to ``losses.csv``; a run's first save starts a new log."""
+        log = self.run_dir / LOSS_LOG
+        if self._logged is None or not log.is_file():
+            atomic_write_text(log, "step,loss\n")
+            self._logged = 0
+        new = self.losses[self._logged:]
+        with open(log, "a") as f:  # repr: the exact float, so a resume reads back the very same losses
+            f.write("".join(f"{self._logged + i + 1},{v!r}\n" for i, v in enumerate(new)))
+        self._logged = len(self.losses)
+
+    def _read_losses(self, step: int) -> list[float]:
+        """The first ``step`` losses of ``losses.csv``; rows past them (a run stopped mid-checkpoint) are dropped."""
+        log = self.run_dir / LOSS_LOG
+        try:
+            rows = log.read_text().splitlines()[1:]
+            losses = [float(r.split(",")[1]) for r in rows[:step]]
+            if any(int(r.split(",")[0]) != i + 1 for i, r in enumerate(rows[:step])):
+                raise ValueError("steps out of order")
+        except (OSError, IndexError, ValueError) as err:
+            raise CheckpointError(f"cannot read {log}: {type(err).__name__}: {err}") from err
+        if len(losses) < step:
+            raise CheckpointError(f"{log} holds {len(losses)} losses but the checkpoint is at step {step}")
+        if len(rows) > step:
+            atomic_write_text(log, "step,loss\n" + "".join(f"{r}\n" for r in rows[:step]))
+        return losses
 
     def latest_step(self) -> int | None:
         """The step of the checkpoint in ``run_dir``, or None when there is none."""
@@ -259,13 +315,7 @@ class Trainer:
                 SafetensorError) as err:
             raise CheckpointError(f"cannot read the checkpoint in {self.run_dir}: {path.name}: "
                                   f"{type(err).__name__}: {err}") from err
-        try:
-            missing, unexpected = self.model.load_state_dict(weights, strict=False)
-        except RuntimeError as err:  # a tensor of another shape
-            raise CheckpointError(f"{self.run_dir / meta['weights']} does not fit this model: {err}") from err
-        if missing or unexpected:
-            raise CheckpointError(f"{self.run_dir / meta['weights']} does not fit this model: "
-                                  f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        _load_weights(self.model, weights, weights_path)
         self.opt.load_state_dict(state["optimizer"])
         self.sched.load_state_dict(state["scheduler"])
         self.data_gen.set_state(state["data_gen"].cpu())
@@ -273,9 +323,61 @@ class Trainer:
         self.rng_state = state["rng"].cpu()
         cuda_rng = state.get("cuda_rng")
         self.cuda_rng_state = cuda_rng.cpu() if cuda_rng is not None and cuda_rng.numel() else None
-        self.losses = state["losses"].tolist()
         self.step = int(state["step"])
+        if "losses" in state:  # a checkpoint written before the log was appended to: rewrite the log once
+            self.losses, self._logged = state["losses"].tolist(), None
+        else:
+            self.losses = self._read_losses(self.step)
+            self._logged = self.step
         return self.step
+
+
+def _load_weights(model: PixelTransformer, weights: dict[str, Tensor], path: Path) -> None:
+    """Load ``weights`` (read from ``path``) into ``model``; a CheckpointError naming ``path`` if they do not fit."""
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        raise CheckpointError(f"{path} does not fit this model: {err}") from err
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def load_normalizer(run_dir: Path) -> FeatureNormalizer | None:
+    """The feature normaliser saved with the run in ``run_dir``, or None when the run has none."""
+    path = Path(run_dir) / NORMALIZER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return FeatureNormalizer.from_state_dict(load_file(str(path)))
+    except (OSError, KeyError, SafetensorError) as err:
+        raise CheckpointError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+
+
+def load_run(run_dir: Path, device: str = "cpu", need_normalizer: bool = True
+             ) -> tuple[PixelTransformer, FeatureNormalizer | None]:
+    """The trained model of a run folder, built from its ``latest.json``, and the normaliser its features need.
+
+    Raw features of a new recording go through the normaliser, then the model: ``model.sample(norm(feats))``.
+    """
+    run_dir = Path(run_dir)
+    meta_path = run_dir / "latest.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        tcfg = TransformerConfig(**meta["config"])
+        n_sections, n_bins, weights_path = int(meta["n_sections"]), int(meta["n_bins"]), run_dir / meta["weights"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"cannot read {meta_path}: {type(err).__name__}: {err}") from err
+    model = PixelTransformer(tcfg, n_sections=n_sections, n_bins=n_bins).to(device)
+    try:
+        weights = load_file(str(weights_path), device=str(device))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"cannot read {weights_path}: {type(err).__name__}: {err}") from err
+    _load_weights(model, weights, weights_path)
+    norm = load_normalizer(run_dir)
+    if norm is None and need_normalizer:
+        raise CheckpointError(f"{run_dir / NORMALIZER_FILE} is missing: this run was trained on features given "
+                              "already normalised; pass need_normalizer=False and normalise them yourself")
+    return model.eval(), norm
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -317,4 +419,5 @@ def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, pro
         trainer.run(steps, progress=progress, desc=name)
         print(f"Trained {name} to step {trainer.step} in {time.perf_counter() - start:.0f} s")
     model.eval()
-    return model, {"losses": trainer.losses, "step": trainer.step, "run_dir": run_dir}
+    return model, {"losses": trainer.losses, "step": trainer.step, "run_dir": run_dir,
+                   "normalizer": load_normalizer(run_dir)}
