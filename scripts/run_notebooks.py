@@ -19,6 +19,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,14 +50,18 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, mode: str = "demo") -> float:
     saved = dict(os.environ)
     os.environ["A2I_MODE"] = mode  # the kernel inherits this process's environment
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    # CurveZMQ-encrypted sockets: no "Kernel is running over TCP without encryption" warning before every notebook.
+    km = KernelManager(kernel_name="python3", transport_encryption="auto")
     client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
+        nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
         record_timing=False,
     )
     start = time.perf_counter()
     try:
         client.execute()
     finally:
+        if km.has_kernel:
+            km.shutdown_kernel(now=False)  # the client does not shut down a kernel it was given
         os.environ.clear()
         os.environ.update(saved)
     return time.perf_counter() - start

@@ -73,8 +73,13 @@ def test_device_choice(monkeypatch):
     monkeypatch.setenv(config.DEVICE_ENV, "cpu")
     assert config.resolve_device("auto") == "cpu"
     monkeypatch.delenv(config.DEVICE_ENV)
-    assert config.resolve_device("auto") in {"cuda", "mps", "cpu"}
-    assert isinstance(Config().resolved_device(), str)
+    import torch
+
+    for cuda, mps, want in [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda v=cuda: v)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda v=mps: v)
+        assert config.resolve_device("auto") == want, (cuda, mps)
+        assert Config().resolved_device() == want
 
 
 def test_importing_package_does_not_import_imagebind():
