@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from a2i_utils import __version__
 
+DEBUG_ENV = "A2I_DEBUG"  # set to 1 to see the full traceback of a user error too
 # Modules that add verbs: each has ``register(subparsers)`` adding a parser whose ``func(args)`` runs it.
 COMMAND_MODULES: tuple[str, ...] = ("a2i_utils.cli", "a2i_utils.data.cli", "a2i_utils.imagebind.cli")
 
@@ -43,14 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def is_user_error(err: BaseException) -> bool:
+    """Bad input a user can fix (a file, a value, a missing download), as opposed to a bug in a2i.
+
+    Our own error classes (``AudioError``, ``ImageError``, ``DatasetError``, ``CheckpointError``, ...) all say which
+    file and what is wrong; so do the ``ValueError``/``KeyError`` of the config and the ``OSError`` of a missing file.
+    """
+    ours = type(err).__module__.startswith("a2i_utils")
+    return isinstance(err, (ValueError, KeyError, OSError)) or (ours and isinstance(err, RuntimeError))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``a2i`` console script."""
+    """Entry point of the ``a2i`` console script: bad input ends in one ``a2i: error: ...`` line, exit status 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as err:  # noqa: BLE001  (sorted below: a user's mistake gets one line, a bug its traceback)
+        if not is_user_error(err) or os.environ.get(DEBUG_ENV):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"a2i: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -147,3 +147,28 @@ def test_stored_notebooks_match_sources():
         [sys.executable, str(ROOT / "scripts" / "run_notebooks.py"), "check"], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stdout
+
+
+def test_cli_bad_input_is_one_line_not_a_traceback(monkeypatch, capsys):
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    assert cli.main(["config", "--mode", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("a2i: error: unknown preset 'bogus'") and "Traceback" not in err
+    assert err.count("\n") == 1
+
+
+def test_cli_debug_env_shows_the_traceback(monkeypatch):
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    with pytest.raises(ValueError, match="unknown preset"):
+        cli.main(["config", "--mode", "bogus"])
+
+
+def test_cli_bugs_are_not_hidden(monkeypatch):
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser.set_defaults(func=broken)
+    with pytest.raises(ZeroDivisionError):
+        cli.main([])
