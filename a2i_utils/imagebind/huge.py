@@ -9,6 +9,15 @@ modification time and SHA-256 are written next to it (``imagebind_huge.pth.verif
 compares size and modification time with that stamp: a different size is refused (a corrupt or partly
 overwritten file), a different modification time at the same size means the file was replaced, so it is
 verified and hashed again. The model's identity (the embedding cache's key) comes from the current hash.
+
+Loading is memory-lean (issue 12): the model is built with its parameters on the meta device (no memory, no
+random initialisation; the few small buffers stay real), the file is read memory-mapped
+(``torch.load(mmap=True, weights_only=True)``), each tensor is converted to the target device and dtype one at
+a time, and ``load_state_dict(assign=True)`` puts those tensors in the model instead of copying them into a
+second, randomly initialised set. So the weights are held once: peak resident memory about 1x the file (the old
+way, a built model plus the file's pages, took about 2x; ``bench/bench_load.py`` measures both). On the CPU
+in float32 the parameters stay mapped from the file: replace the checkpoint by renaming a new file onto it
+(as the download does), never by writing into it, while a loaded model is in use.
 """
 
 from __future__ import annotations
@@ -133,9 +142,43 @@ def read_stamp(path: Path) -> dict | None:
     return stamp
 
 
-def load_verified_weights(model: nn.Module, path: Path) -> dict:
-    """Verify ``path`` against ``model`` (stamp, names, shapes) and load it; return the (current) stamp.
+def build_empty(builder: Callable[[], nn.Module]) -> nn.Module:
+    """``builder()`` with every parameter on the meta device: no memory, no random init (small buffers stay real)."""
+    from accelerate import init_empty_weights  # patches register_parameter only while building
 
+    with init_empty_weights(include_buffers=False):
+        return builder()
+
+
+def convert_state_dict(
+    sd: dict[str, torch.Tensor], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """Move each tensor to ``device`` (floating ones to ``dtype``) one at a time, emptying ``sd`` as it goes.
+
+    A tensor already on that device in that dtype is kept as is (a memory-mapped one stays mapped), so at most
+    one tensor is ever held twice.
+    """
+    out = {}
+    for key in list(sd):
+        t = sd.pop(key)
+        out[key] = t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+    return out
+
+
+def _check_materialised(model: nn.Module, path: Path) -> None:
+    """Raise CheckpointError if a parameter or buffer was left on the meta device (nothing loaded into it)."""
+    empty = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if empty:
+        raise CheckpointError(f"{path}: {len(empty)} tensor(s) of the model got no weights, e.g. {empty[:3]}")
+
+
+def load_verified_weights(
+    model: nn.Module, path: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> dict:
+    """Verify ``path`` against ``model`` (stamp, names, shapes), assign its tensors; return the (current) stamp.
+
+    ``model`` may be built on the meta device (:func:`build_empty`): the file's tensors, converted to
+    ``device``/``dtype`` one by one, become the model's tensors (``assign=True``), never a second copy.
     The stamp holds size, modification time (ns) and SHA-256: a size change is refused, a modification time
     change (a replaced file of the same size) makes the file be hashed again, so the identity follows it.
     """
@@ -149,9 +192,11 @@ def load_verified_weights(model: nn.Module, path: Path) -> dict:
         )
     sd = read_state_dict(path)
     check_state_dict(sd, model, path)
-    model.load_state_dict(sd, strict=True)
+    n_tensors = len(sd)
+    model.load_state_dict(convert_state_dict(sd, device, dtype), strict=True, assign=True)
+    _check_materialised(model, path)
     if stamp is None or stamp["mtime_ns"] != st.st_mtime_ns:  # new, or replaced by a same-size file: hash again
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path), "tensors": len(sd)}
+        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path), "tensors": n_tensors}
         atomic_write_text(_stamp_path(path), json.dumps(stamp, indent=1))
     return stamp
 
@@ -165,6 +210,9 @@ def load_imagebind_huge(
 ) -> Embedder:
     """``imagebind_huge`` with the official weights from the cache (downloaded once), eval mode, cfg's dtype.
 
+    Built on the meta device and filled from the memory-mapped file (see the module docstring): the weights
+    are held once, never as a random model plus a loaded copy.
+
     ``builder`` makes the (untrained) model; the default is ``imagebind_huge(pretrained=False)``. Tests pass a
     small ``ImageBindModel`` and a ``file://`` URL to run this same path on a checkpoint they wrote.
     """
@@ -174,12 +222,12 @@ def load_imagebind_huge(
             raise CheckpointError(f"{path}: no checkpoint in the cache and download=False")
         download_file(url, path, progress=progress)
     builder = builder or (lambda: import_imagebind().imagebind_huge(pretrained=False))
-    model = builder()
-    try:
-        stamp = load_verified_weights(model, path)
-    except CheckpointError as err:
-        raise CheckpointError(f"{err}\n(delete {path} to download it again from {url})") from err
+    model = build_empty(builder)  # (parameters on the meta device: the file's tensors are assigned below)
     device = cfg.resolved_device()
     dtype = torch_dtype(cfg.imagebind.dtype) if device.startswith("cuda") else torch.float32
-    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    try:
+        stamp = load_verified_weights(model, path, device=device, dtype=dtype)
+    except CheckpointError as err:
+        raise CheckpointError(f"{err}\n(delete {path} to download it again from {url})") from err
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)  # (the buffers; weights already are)
     return Embedder(model, f"imagebind_huge-{stamp['sha256'][:16]}", device, dtype)
