@@ -345,3 +345,18 @@ def test_schedule_offers_the_papers_proportional_decay_and_refuses_unknown_ones(
     tr = new_trainer(cfg, data, tmp_path / "run")
     tr.run(4, progress=False)
     assert tr.sched.get_last_lr()[0] == pytest.approx(cfg.transformer.lr * 2 / 5)
+
+
+def test_heldout_evaluations_are_logged_and_survive_a_resume(tmp_path):
+    cfg, data, val = tiny_cfg(tmp_path), tiny_data(), tiny_data(n=4, seed=5)
+    _, straight = train_or_load(cfg, data, "tiny", steps=8, progress=False, checkpoint_every=3, val_set=val,
+                                eval_every=2)
+    assert [s for s, _ in straight["evals"]] == [2, 4, 6, 8]
+    assert all(0 < v < 9 for _, v in straight["evals"])
+    other = tiny_cfg(tmp_path / "b")
+    train_or_load(other, data, "tiny", steps=5, progress=False, checkpoint_every=3, val_set=val, eval_every=2)
+    _, resumed = train_or_load(other, data, "tiny", steps=8, progress=False, checkpoint_every=3, val_set=val,
+                               eval_every=2)
+    assert resumed["evals"] == straight["evals"] and resumed["losses"] == straight["losses"]
+    _, loaded = train_or_load(other, data, "tiny", steps=8, progress=False)  # loading needs no val_set
+    assert loaded["evals"] == straight["evals"]

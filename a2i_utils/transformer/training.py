@@ -6,7 +6,8 @@ A training run lives in one folder under ``cfg.checkpoints_dir / "transformer"``
 (optimiser, schedule, step, data order, random state; plain tensors, read with ``weights_only=True``), and last
 ``latest.json`` pointing at them: each goes to a temporary name first, then is renamed, so an interrupted run
 leaves the previous checkpoint intact. ``losses.csv`` is a log appended to at each checkpoint (one row per step,
-exact values), never rewritten; a resume reads the losses back from it, up to the checkpoint's step. The
+exact values), never rewritten; a resume reads the losses back from it, up to the checkpoint's step.
+``heldout_bpd.csv`` does the same for the held-out bits per dimension measured every ``eval_every`` steps. The
 :class:`~a2i_utils.transformer.features.FeatureNormalizer` the features were standardised with is saved beside
 them (``normalizer.safetensors``), so :func:`load_run` gives back a model that can read a new recording.
 Resuming restores all of that, so a resumed run continues with exactly the losses of an uninterrupted one.
@@ -37,10 +38,11 @@ from a2i_utils.transformer.model import PixelTransformer, image_to_tokens
 CHECKPOINT_EVERY = 100  # steps between checkpoints
 # Bump when the training code changes what a run computes while keeping the tensor shapes (a new schedule,
 # loss or data order): the run key includes it, so old checkpoints are no longer found instead of loaded.
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: losses in an appended log (not in the state), the normaliser saved with the run
 # Settings that do not change what a training step computes: a run with more steps resumes from fewer.
 _NOT_IN_RUN_KEY = ("steps", "overfit_steps", "overfit_pairs")
 LOSS_LOG = "losses.csv"
+EVAL_LOG = "heldout_bpd.csv"
 NORMALIZER_FILE = "normalizer.safetensors"
 __all__ = ["CheckpointError", "MODEL_VERSION", "PixelDataset", "Trainer", "build_pixel_dataset", "bits_per_dim",
            "load_run", "LR_DECAYS", "lr_factor", "mean_abs_pixel_error", "run_dir_for", "train_or_load"]
@@ -148,14 +150,18 @@ class Trainer:
     """Teacher-forced next-pixel training with Adam, warm-up, clipping, and exactly resumable checkpoints."""
 
     def __init__(self, model: PixelTransformer, dataset: PixelDataset, tcfg: TransformerConfig, run_dir: Path,
-                 seed: int = 42, checkpoint_every: int = CHECKPOINT_EVERY):
+                 seed: int = 42, checkpoint_every: int = CHECKPOINT_EVERY, val_set: PixelDataset | None = None,
+                 eval_every: int = 0):
         if len(dataset) == 0:
             raise ValueError("cannot train on an empty dataset")
         self.model, self.dataset, self.tcfg, self.run_dir = model, dataset, tcfg, Path(run_dir)
         self.checkpoint_every = checkpoint_every
+        self.val_set, self.eval_every = val_set, eval_every  # held-out bits/dim every eval_every steps (0: never)
+        self.evals: list[tuple[int, float]] = []  # (step, held-out bits/dim)
         self.device = next(model.parameters()).device
         self.opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, betas=(0.9, 0.98))
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.lr_decay))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, tcfg.warmup_steps, tcfg.lr_decay))
         self.step = 0
         self.losses: list[float] = []
         self.data_gen = torch.Generator().manual_seed(seed)  # order of the pairs
@@ -167,7 +173,8 @@ class Trainer:
         self.seed = seed
         self.rng_state = torch.Generator().manual_seed(seed + 1).get_state()
         self.cuda_rng_state: Tensor | None = None  # the same on a GPU, set when the first run starts
-        self._logged: int | None = None  # rows of LOSS_LOG known to match self.losses (None: rewrite it once)
+        self._logged: int | None = None  # rows of LOSS_LOG known to match self.losses (None: start it anew)
+        self._evals_logged: int | None = None  # the same for EVAL_LOG and self.evals
 
     # --- data order ---------------------------------------------------------------------------------------
     def _next_batch(self) -> tuple[Tensor, Tensor]:
@@ -212,6 +219,8 @@ class Trainer:
                 recent = self.losses[-20:]
                 bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", lr=f"{self.sched.get_last_lr()[0]:.1e}")
                 bar.update(1)
+                if self.val_set is not None and self.eval_every and self.step % self.eval_every == 0:
+                    self.evals.append((self.step, bits_per_dim(self.model, self.val_set)))  # no randomness used
                 if self.step % self.checkpoint_every == 0 or self.step == steps:
                     self._keep_rng()
                     self.save()
@@ -265,31 +274,22 @@ class Trainer:
         return weights
 
     def _append_losses(self) -> None:
-        """Append the losses since the last checkpoint to ``losses.csv``; a run's first save starts a new log."""
-        log = self.run_dir / LOSS_LOG
-        if self._logged is None or not log.is_file():
-            atomic_write_text(log, "step,loss\n")
-            self._logged = 0
-        new = self.losses[self._logged:]
-        with open(log, "a") as f:  # repr: the exact float, so a resume reads back the very same losses
-            f.write("".join(f"{self._logged + i + 1},{v!r}\n" for i, v in enumerate(new)))
-        self._logged = len(self.losses)
+        """Append the losses and held-out evaluations since the last checkpoint to their logs."""
+        steps = list(range(1, len(self.losses) + 1))
+        self._logged = _append_log(self.run_dir / LOSS_LOG, "step,loss", list(zip(steps, self.losses)), self._logged)
+        if self.val_set is not None or self.evals:
+            self._evals_logged = _append_log(self.run_dir / EVAL_LOG, "step,heldout_bpd", self.evals,
+                                             self._evals_logged)
 
     def _read_losses(self, step: int) -> list[float]:
-        """The first ``step`` losses of ``losses.csv``; rows past them (a run stopped mid-checkpoint) are dropped."""
-        log = self.run_dir / LOSS_LOG
-        try:
-            rows = log.read_text().splitlines()[1:]
-            losses = [float(r.split(",")[1]) for r in rows[:step]]
-            if any(int(r.split(",")[0]) != i + 1 for i, r in enumerate(rows[:step])):
-                raise ValueError("steps out of order")
-        except (OSError, IndexError, ValueError) as err:
-            raise CheckpointError(f"cannot read {log}: {type(err).__name__}: {err}") from err
-        if len(losses) < step:
-            raise CheckpointError(f"{log} holds {len(losses)} losses but the checkpoint is at step {step}")
-        if len(rows) > step:
-            atomic_write_text(log, "step,loss\n" + "".join(f"{r}\n" for r in rows[:step]))
-        return losses
+        """The losses of steps 1..``step`` from ``losses.csv`` (and the held-out evaluations up to ``step``)."""
+        rows = _read_log(self.run_dir / LOSS_LOG, step)
+        if [s for s, _ in rows] != list(range(1, step + 1)):
+            raise CheckpointError(f"{self.run_dir / LOSS_LOG} holds the losses of {len(rows)} steps in order, "
+                                  f"but the checkpoint is at step {step}")
+        self.evals = _read_log(self.run_dir / EVAL_LOG, step) if (self.run_dir / EVAL_LOG).is_file() else []
+        self._evals_logged = len(self.evals)
+        return [v for _, v in rows]
 
     def latest_step(self) -> int | None:
         """The step of the checkpoint in ``run_dir``, or None when there is none."""
@@ -324,12 +324,36 @@ class Trainer:
         cuda_rng = state.get("cuda_rng")
         self.cuda_rng_state = cuda_rng.cpu() if cuda_rng is not None and cuda_rng.numel() else None
         self.step = int(state["step"])
-        if "losses" in state:  # a checkpoint written before the log was appended to: rewrite the log once
-            self.losses, self._logged = state["losses"].tolist(), None
-        else:
-            self.losses = self._read_losses(self.step)
-            self._logged = self.step
+        self.losses = self._read_losses(self.step)
+        self._logged = self.step
         return self.step
+
+
+def _append_log(path: Path, header: str, rows: list[tuple[int, float]], logged: int | None) -> int:
+    """Append ``rows[logged:]`` as ``step,value`` lines to ``path``; the number of rows now logged.
+
+    ``logged`` None starts a new file. Values are written with ``repr`` (the exact float), so a resume reads
+    back the very same numbers."""
+    if logged is None or not path.is_file():
+        atomic_write_text(path, header + "\n")
+        logged = 0
+    if rows[logged:]:
+        with open(path, "a") as f:
+            f.write("".join(f"{step},{value!r}\n" for step, value in rows[logged:]))
+    return len(rows)
+
+
+def _read_log(path: Path, upto_step: int) -> list[tuple[int, float]]:
+    """The ``(step, value)`` rows of a log up to ``upto_step``; later ones (a run stopped mid-checkpoint) are cut."""
+    try:
+        lines = path.read_text().splitlines()
+        rows = [(int(a), float(b)) for a, b in (line.split(",") for line in lines[1:])]
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path}: {type(err).__name__}: {err}") from err
+    kept = [r for r in rows if r[0] <= upto_step]
+    if len(kept) < len(rows):
+        atomic_write_text(path, lines[0] + "\n" + "".join(f"{s},{v!r}\n" for s, v in kept))
+    return kept
 
 
 def _load_weights(model: PixelTransformer, weights: dict[str, Tensor], path: Path) -> None:
@@ -391,17 +415,22 @@ def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
 
 
 def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, progress: bool = True,
-                  checkpoint_every: int = CHECKPOINT_EVERY) -> tuple[PixelTransformer, dict[str, Any]]:
+                  checkpoint_every: int = CHECKPOINT_EVERY, val_set: PixelDataset | None = None,
+                  eval_every: int = 0) -> tuple[PixelTransformer, dict[str, Any]]:
     """Load run ``name`` when its checkpoint is at ``steps``, resume it when short of it, else train; (model, history).
 
     A checkpoint past ``steps`` is never loaded for a shorter request (its weights are not those of a
     ``steps``-step run): the run is trained again from scratch to ``steps``, replacing the longer one.
+    With ``val_set`` and ``eval_every``, the held-out bits/dim is measured every ``eval_every`` steps; the
+    history holds ``losses`` (nats/pixel per step), ``evals`` ((step, bits/dim) pairs), ``step``, ``run_dir``
+    and the ``normalizer`` saved with the run. (The evaluations do not change the run, so they are not in its key.)
     """
     torch.manual_seed(cfg.seed)
     S, F_ = dataset.features.shape[1:]
     model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=F_).to(cfg.resolved_device())
     run_dir = run_dir_for(cfg, name, dataset)
-    trainer = Trainer(model, dataset, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=checkpoint_every)
+    trainer = Trainer(model, dataset, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=checkpoint_every,
+                      val_set=val_set, eval_every=eval_every)
     found = trainer.latest_step()
     if found == steps:
         print(f"Found checkpoint {run_dir.name} at step {found}, loading")
@@ -419,5 +448,5 @@ def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, pro
         trainer.run(steps, progress=progress, desc=name)
         print(f"Trained {name} to step {trainer.step} in {time.perf_counter() - start:.0f} s")
     model.eval()
-    return model, {"losses": trainer.losses, "step": trainer.step, "run_dir": run_dir,
+    return model, {"losses": trainer.losses, "evals": trainer.evals, "step": trainer.step, "run_dir": run_dir,
                    "normalizer": load_normalizer(run_dir)}
