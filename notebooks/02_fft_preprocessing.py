@@ -19,6 +19,12 @@
 # - why we take the logarithm of magnitudes, and how the matrix relates to an ordinary spectrogram;
 # - how to compute all sections with one batched FFT instead of a Python loop;
 # - per-bin normalisation with statistics of the training split only, and a per-file feature cache.
+#
+# **What is the paper's and what is ours.** The paper states only that the transformer reads *500 vectors of
+# 220 numbers* made with an FFT. Everything else here is our reconstruction, chosen so that those numbers come
+# out exactly: the 22,050 Hz rate (10 s x 22,050 = 500 x 441), sections of 441 samples with no overlap and no
+# window, the magnitude, the logarithm, dropping the DC bin to go from 221 to 220, per-bin normalisation with
+# training statistics, and the cache. The exercises change several of these choices.
 
 # %% tags=["install"]
 # Install a2i when it is missing (Colab, a fresh kernel). After `make demo` or `make test` it is installed
@@ -123,10 +129,14 @@ plt.show()
 # $k = 0 \dots 220$ (0 to 11,000 Hz). We keep the magnitude $|X[k]|$ (phase is hard to learn from and
 # says little about the scene).
 #
-# The paper keeps 220 numbers, so one bin goes. We drop **bin 0, the DC bin**: $X[0] = \sum_n x[n]$ is just
-# the section's mean, a constant offset of the microphone or the converter, not sound; 0 Hz is far below
-# hearing. (Because 441 is odd there is no Nyquist bin at exactly 11,025 Hz that one could drop instead.)
-# The kept bins are $k = 1 \dots 220$: 50 Hz to 11,000 Hz, every 50 Hz.
+# The paper keeps 220 numbers, so one bin must go; which one is our choice. We drop **bin 0, the DC bin**.
+# It is $X[0] = \sum_n x[n]$, the **sum** of the section's 441 samples, i.e. 441 times its mean. That is not
+# only the microphone's constant offset: a 20 ms section holds less than one period of anything below 50 Hz,
+# so such slow sound (wind rumble, an engine's lowest hum) shows up as a section mean that changes from
+# section to section, and lands mostly in bin 0. Dropping it therefore loses the sound below 50 Hz, along with
+# any offset; we accept that because bin 0 mixes the two, and the bins we keep ($k = 1 \dots 220$, 50 Hz to
+# 11,000 Hz, every 50 Hz) cover what distinguishes the scenes. (441 is odd, so there is no bin at exactly the
+# Nyquist frequency, 11,025 Hz; the highest bin, 11,000 Hz, would be the other candidate: exercise 1.)
 
 # %%
 spectrum = torch.fft.rfft(sections[250])  # (221,) complex
@@ -147,17 +157,54 @@ plt.show()
 print("rFFT of one section:", tuple(spectrum.shape), "| kept bins:", len(kept),
       f"from {kept[0]:g} Hz to {kept[-1]:g} Hz")
 assert np.allclose(freqs_all[1:221], kept)
+x250 = sections[250].double()
+dc = torch.fft.rfft(x250)[0]
+print(f"X[0] is the sum of the section = {L} x its mean:",
+      bool(torch.isclose(dc.real, x250.sum()) and torch.isclose(dc.real, L * x250.mean()) and abs(dc.imag) < 1e-9))
+
+# %% [markdown]
+# What lands in bin 0? Two test signals, each 10 s long: a constant offset of 0.01 (what a microphone's DC
+# offset looks like) and a 20 Hz hum, zero-mean over the whole recording. Then our recording: if bin 0 held only
+# an offset, every section's mean would equal the recording's mean.
+
+# %%
+t_s = np.arange(len(wave)) / fc.sample_rate
+test_signals = {"constant offset 0.01": np.full(len(wave), 0.01), "20 Hz hum": 0.1 * np.sin(2 * np.pi * 20 * t_s)}
+for name, x in test_signals.items():
+    power = np.abs(np.fft.rfft(x.reshape(fc.n_sections, L), axis=1)) ** 2  # (500, 221)
+    print(f"{name:22s}: share of its energy in bin 0 = {power[:, 0].sum() / power.sum():.2f}")
+section_means = sections.double().mean(1).numpy()  # (500,) = X_s[0] / 441
+print(f"this recording: mean {wave.mean():.2g}; section means range {section_means.min():.2g} .. "
+      f"{section_means.max():.2g} (std {section_means.std():.2g})")
+
+fig, ax = plt.subplots(figsize=(10, 3))
+ax.plot(np.arange(fc.n_sections) * L / fc.sample_rate, section_means, lw=0.8, label="section mean = X[0] / 441")
+ax.axhline(float(wave.mean()), color="tab:red", ls="--", lw=1, label="mean of the whole recording (offset)")
+ax.set(title=f"What bin 0 holds in {example.label} {example.id}: slow sound, not only an offset",
+       xlabel="section start (s)", ylabel="amplitude")
+ax.legend(loc="upper right")
+ax.grid(alpha=0.3)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The constant offset puts all its energy in bin 0 and the 20 Hz hum most of its energy there: bin 0 holds an
+# offset *and* sound below 50 Hz. In the recording, the section means (blue) wander around the recording's
+# mean (red) by the amount printed above: that wandering is sound below 50 Hz, which the dropped bin takes
+# with it.
 
 # %% [markdown]
 # ## 3. Log scaling
-# Magnitudes span many orders of magnitude: a horn is thousands of times stronger than the hiss beside it.
-# A network sees mostly the few loudest bins unless we compress the range, so we take
-# $F[s, k] = \log(|X_s[k]| + \varepsilon)$ with $\varepsilon = 10^{-4}$ (`features.log_eps`), which also
-# keeps silent sections finite ($\log \varepsilon \approx -9.2$) instead of $-\infty$. The histograms below
-# show the effect on all 110,000 numbers of this recording.
+# Magnitudes span orders of magnitude: the loudest bins of a recording are many times stronger than the
+# typical one (the cell prints by how much). A network sees mostly the few loudest bins unless we compress the
+# range, so we take $F[s, k] = \log(|X_s[k]| + \varepsilon)$ with $\varepsilon$ = `features.log_eps`, which
+# also keeps silent sections finite ($\log \varepsilon$) instead of $-\infty$. The histograms below show the
+# effect on all 500 x 220 numbers of this recording.
 
 # %%
 mags = torch.fft.rfft(sections, dim=-1).abs()[:, 1:221]  # (500, 220)
+print(f"largest |X| / median |X| in this recording: {float(mags.max() / mags.median()):,.0f}; "
+      f"log eps = {np.log(fc.log_eps):.1f}")
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
 axes[0].hist(mags.flatten().numpy(), bins=100, color="tab:blue")
 axes[0].set(title="|X| (linear): almost everything near 0", xlabel="magnitude", ylabel="count", yscale="log")
@@ -215,10 +262,12 @@ assert np.allclose(ours, feats.numpy(), atol=TOL)
 # no overlap and 20 ms frames. torchaudio gives the same numbers with
 # `Spectrogram(n_fft=441, hop_length=441, window_fn=torch.ones, center=False, power=1)`; an ordinary
 # spectrogram (Hann window of 1,024 samples, hop 256) trades time resolution for frequency resolution and
-# looks smoother. The train station's rumble, the regular wheel clacks (vertical lines) and the horn's
-# harmonics (horizontal lines) show in all three. Note the faint vertical streaks at high frequencies in the
-# first two: a rectangular window **leaks**, strong low frequencies spill a little into every bin, which is
-# why ordinary spectrograms use a tapered (Hann) window. The paper's features have no window; ours neither.
+# looks smoother. All three panels are drawn on **one dB scale** ($20 \log_{10} |X|$, i.e. our
+# $F \cdot 20 / \ln 10$, and $10 \log_{10}$ of the power; one colour bar, the top 80 dB), so equal colours
+# mean equal levels. Look for the same events in all three: steady tones are horizontal lines, short clicks
+# vertical ones. A rectangular window **leaks**: a strong low frequency spills a little into every bin, which
+# lifts the floor of the first two panels; ordinary spectrograms use a tapered (Hann) window for that reason.
+# The paper does not say whether it used a window; we use none.
 
 # %%
 rect = torchaudio.transforms.Spectrogram(n_fft=L, hop_length=L, window_fn=torch.ones, center=False, power=1.0)
@@ -226,20 +275,20 @@ same = torch.log(rect(torch.from_numpy(wave))[1:221] + fc.log_eps)  # (220, 500)
 usual = torchaudio.transforms.Spectrogram(n_fft=1024, hop_length=256, power=2.0)(torch.from_numpy(wave))
 usual_db = 10 * torch.log10(usual + 1e-10)  # (513, frames)
 
-fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-extent = (0, fc.duration_s, kept[0], kept[-1])
-im = axes[0].imshow(feats.T.numpy(), origin="lower", aspect="auto", cmap="magma", extent=extent)
-axes[0].set(title="Our features F (500 x 220), transposed", xlabel="time (s) = section / 50", ylabel="frequency (Hz)")
-fig.colorbar(im, ax=axes[0], label="log |X|")
-im = axes[1].imshow(same.numpy(), origin="lower", aspect="auto", cmap="magma", extent=extent)
-axes[1].set(title="torchaudio, rectangular 441 / hop 441", xlabel="time (s)", ylabel="frequency (Hz)")
-fig.colorbar(im, ax=axes[1], label="log |X|")
-im = axes[2].imshow(usual_db.numpy(), origin="lower", aspect="auto", cmap="magma",
-                    extent=(0, fc.duration_s, 0, fc.sample_rate / 2), vmin=float(usual_db.max()) - 80)
-axes[2].set(title="Usual spectrogram: Hann 1024 / hop 256", xlabel="time (s)", ylabel="frequency (Hz)")
-fig.colorbar(im, ax=axes[2], label="power (dB)")
-fig.suptitle(f"train station {example.id}")
-fig.tight_layout()
+TO_DB = 20 / np.log(10)  # natural log of a magnitude -> dB
+panels = {
+    "Our features F (500 x 220), transposed": (feats.T.numpy() * TO_DB, (kept[0], kept[-1])),  # (220, 500)
+    "torchaudio, rectangular 441 / hop 441": (same.numpy() * TO_DB, (kept[0], kept[-1])),
+    "Usual spectrogram: Hann 1024 / hop 256": (usual_db.numpy(), (0, fc.sample_rate / 2)),
+}
+vmax = max(float(v.max()) for v, _ in panels.values())
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
+for ax, (title, (values, (f_lo, f_hi))) in zip(axes, panels.items()):
+    im = ax.imshow(values, origin="lower", aspect="auto", cmap="magma", vmin=vmax - 80, vmax=vmax,
+                   extent=(0, fc.duration_s, f_lo, f_hi))
+    ax.set(title=title, xlabel="time (s)", ylabel="frequency (Hz)")
+fig.colorbar(im, ax=axes, label="level (dB, one scale for all three)")
+fig.suptitle(f"{example.label} {example.id}: the same recording three ways")
 plt.show()
 
 # %%
@@ -256,8 +305,8 @@ assert torch.allclose(same.T, feats, atol=TOL)
 
 # %%
 start = time.perf_counter()
-train_feats = features_for_pairs(ds.train, cfg)  # (N_train, 500, 220)
-val_feats = features_for_pairs(ds.val, cfg)  # (N_val, 500, 220)
+train_feats = features_for_pairs(ds.train, cfg, progress=False)  # (N_train, 500, 220)
+val_feats = features_for_pairs(ds.val, cfg, progress=False)  # (N_val, 500, 220)
 t_first = time.perf_counter() - start
 start = time.perf_counter()
 again = features_for_pairs(ds.train, cfg)
@@ -297,7 +346,9 @@ print(f"half as loud -> features shift by about log 2 = {np.log(2):.2f}:", abs(s
 # Each bin gets its own mean $\mu_k$ and standard deviation $\sigma_k$, computed over every section of every
 # **training** recording; all features, validation included, become $(F[s,k] - \mu_k) / \sigma_k$. Using
 # validation statistics would leak information from the data we evaluate on. The statistics are small
-# tensors (`state_dict()`) saved with a model.
+# tensors (`state_dict()`): notebook 03 saves them with each trained transformer (`normalizer.safetensors` in
+# the run's folder) and `load_run` reads them back with the model, so a new recording is normalised exactly
+# as the training ones were.
 
 # %%
 norm = FeatureNormalizer().fit(train_feats)
@@ -326,37 +377,58 @@ assert torch.equal(restored(val_feats), z_val)
 
 # %% [markdown]
 # ## 8. Do the classes differ in these features?
-# The mean normalised spectrum of each class (averaged over its training recordings and over time): if the
-# scenes sound different, their curves differ, and a model has something to learn from.
+# The mean normalised spectrum of each class, averaged over its training recordings and over time: one row
+# per class, one column per bin (on a log frequency axis), red above the all-class average of that bin and blue
+# below, in standard deviations. If the scenes sound different, their rows differ, and a model has something to
+# learn from; rows that look alike are scenes the sound alone will confuse.
 
 # %%
 labels = np.array([p.label for p in ds.train])
-fig, ax = plt.subplots(figsize=(11, 4.5))
-cmap = plt.get_cmap("tab20")
-for i, c in enumerate(CLASSES):
-    ax.plot(freqs, z_train[labels == c].mean((0, 1)).numpy(), color=cmap(i), label=c, lw=1.2)
-ax.set(title="Mean normalised feature per class (training split)", xlabel="frequency (Hz)",
-       ylabel="normalised log |X|")
+present = [c for c in CLASSES if (labels == c).any()]
+class_means = np.stack([z_train[labels == c].mean((0, 1)).numpy() for c in present])  # (classes, 220)
+edges = np.concatenate([[kept[0] - 25], kept + 25])  # bin edges (221,): each bin is 50 Hz wide
+lim = float(np.abs(class_means).max())
+fig, ax = plt.subplots(figsize=(11, 5), layout="constrained")
+mesh = ax.pcolormesh(edges, np.arange(len(present) + 1), class_means, cmap="RdBu_r", vmin=-lim, vmax=lim)
 ax.set_xscale("log")
-ax.legend(ncol=2, fontsize=8, loc="upper right")
-ax.grid(alpha=0.3)
-fig.tight_layout()
+ax.set_yticks(np.arange(len(present)) + 0.5, present)
+ax.invert_yaxis()
+ax.set(title="Mean normalised feature per class and frequency (training split)", xlabel="frequency (Hz)")
+fig.colorbar(mesh, ax=ax, label="mean normalised log |X| (std of the bin)")
 plt.show()
+
+# %%
+loudest = {c: kept[int(row.argmax())] for c, row in zip(present, class_means)}
+dist = np.sqrt(((class_means[:, None] - class_means[None]) ** 2).mean(-1))  # (classes, classes) RMS difference
+np.fill_diagonal(dist, np.inf)
+a, b = np.unravel_index(dist.argmin(), dist.shape)
+print("bin where each class is furthest above average:",
+      ", ".join(f"{c} {f:g} Hz" for c, f in loudest.items()))
+print(f"most alike rows: {present[a]} and {present[b]} (RMS difference {dist[a, b]:.2f} std); "
+      f"most different pair differs by {dist[np.isfinite(dist)].max():.2f} std")
 
 # %% [markdown]
 # ## Summary
 # - 10 s at 22,050 Hz = 500 sections x 441 samples; the rFFT of a section has 221 bins 50 Hz apart; we drop
-#   bin 0 (DC, the section mean) and keep 50-11,000 Hz: 220 numbers per 20 ms.
+#   bin 0 (the DC bin: the section's sum, 441 x its mean, holding any offset and the sound below 50 Hz) and
+#   keep 50-11,000 Hz: 220 numbers per 20 ms. The paper fixes only "500 x 220"; these choices are ours.
 # - $F = \log(|X| + \varepsilon)$ compresses the dynamic range; the matrix is a rectangular-window,
-#   no-overlap spectrogram (checked equal to torchaudio's).
+#   no-overlap spectrogram (checked equal to torchaudio's), shown on one dB scale next to a Hann one.
 # - One batched rFFT over (B, 500, 441) replaces the loop (same numbers; see `bench/bench_fft.py`).
 # - Features are cached per recording under a key of its bytes and the parameters; normalisation uses
 #   per-bin statistics of the training split only.
 #
 # **Exercises**
-# 1. Keep the Nyquist side instead: drop bin 220 and keep bins 0-219. Which class's mean curve changes most?
+# 1. Keep the DC bin and drop the highest one instead (bin 220, 11,000 Hz; 441 is odd, so that is the top
+#    bin, not a Nyquist bin): in `features_by_loop` keep `mag[:220]`, i.e. bins 0-219. Recompute the class
+#    heatmap of section 8 with those features: which classes differ most in the new first column (0 Hz)?
 # 2. Set `{"features.log_eps": 1e-2}`: what happens to quiet recordings' features, and to the cache folder?
-# 3. Use 250 sections of 882 samples (`features.n_sections`, `features.n_bins`): what do you gain in
-#    frequency resolution and lose in time resolution? Look at the train station's wheel clacks.
+# 3. Use 250 sections of 882 samples: `get_config(MODE, {"features.n_sections": 250, "features.n_bins": 440})`.
+#    A section of 882 samples has 442 rFFT bins, 25 Hz apart; `n_bins` must then be 440 to keep the same range
+#    (25 Hz to 11,000 Hz without the DC bin); with 220 you would keep only 25-5,500 Hz. What do you gain in
+#    frequency resolution and lose in time resolution? Look at the short clicks in the section 5 picture.
 # 4. Fit the normaliser on all pairs instead of the training split and compare `z_val.mean()`: how big is the
 #    leak here, and why could it matter more for a small dataset?
+#
+# **Next:** [03_pixel_transformer](03_pixel_transformer.ipynb) feeds these normalised 500 x 220 features to the
+# paper's first system, a transformer that paints a small grayscale image pixel by pixel.
