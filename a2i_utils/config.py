@@ -116,8 +116,53 @@ class SounDiffConfig:
     Full mode loads Stability's pretrained pipeline; demo mode pretrains a miniature UnCLIP of the same classes.
     """
 
-    model: str = "mini"  # "sd21-unclip" (Stability's weights, full) or "mini" (pretrained here, demo)
+    model: str = "mini"  # "sd21-unclip" (Stability's weights, full), "mini" (pretrained here, demo), "dry-run"
     pretrained_id: str = "stabilityai/stable-diffusion-2-1-unclip"
+    image_size: int = 768  # pixels of generated/training images (SD 2.1 UnCLIP: native 768; demo: 32)
+    dtype: str = "float32"  # weights of the frozen parts and sampling: "float32", "bfloat16", "float16" (GPU)
+    # Fine-tuning (paper §4.2): AdamW, lr 1e-6 -> 1e-7 (linear), betas (0.9, 0.999), weight decay 0.01, seed 42.
+    lr: float = 1e-6
+    lr_end: float = 1e-7
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.01
+    batch_size: int = 4  # paper: 4 (SounDiff-L), 2 (SounDiff-S)
+    steps: int = 91_400  # paper: 80 epochs of ~4,570 pairs at batch 4 (SounDiff-L)
+    steps_s: int = 36_400  # paper: 280 epochs of ~260 train-station pairs at batch 2 (SounDiff-S)
+    grad_accum: int = 1
+    views: int = 1  # latents cached per training image: 1, or 8 (its flips and quarter turns: demo)
+    cond_dropout: float = 0.0  # share of samples whose whole class_labels (and prompt) are dropped (ours; paper: 0)
+    noise_level: int = 0  # unCLIP embedding noise level for class_labels, in training and sampling
+    prompt_l: str = ""  # SounDiff-L: no prompt
+    prompt_s: str = "satellite image"  # SounDiff-S
+    subset_s: str = "train station"  # SounDiff-S trains on this class only
+    mixed_precision: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp16 on GPUs, none on CPU), "no"
+    lora: bool = False  # LoRA adapters (peft) on the U-Net's attention instead of a full fine-tune
+    lora_rank: int = 8
+    grad_checkpointing: bool = False
+    optimizer: str = "adamw"  # "adamw" or "adafactor" (memory-lean, torch.optim.Adafactor)
+    compile: bool = False  # torch.compile the U-Net
+    channels_last: bool = False
+    checkpoint_every: int = 1000  # steps between checkpoints (0: only the final weights)
+    cpu_threads: int = 1
+    # Sampling
+    sample_steps: int = 20
+    guidance_scale: float = 10.0  # the pipeline's default
+    eval_seeds: int = 4  # images per held-out recording when measuring scene accuracy
+    # The miniature UnCLIP of demo mode (model="mini"): sizes and pretraining, chosen on this CPU (notebook 05)
+    mini_vae_channels: tuple = (16, 32, 32)  # x4 downsampling: 32 px -> 8 x 8 x 4 latents
+    mini_vae_steps: int = 600
+    mini_unet_channels: tuple = (32, 64)
+    mini_text_dim: int = 32  # width of the tiny CLIP text encoder (cross-attention dim)
+    mini_unet_steps: int = 1800
+    mini_batch: int = 64
+    mini_lr: float = 2e-3
+    mini_ema: float = 0.995  # EMA decay of the pretrained U-Net's weights
+    mini_max_noise_level: int = 500  # unCLIP embedding noise augmentation in pretraining: levels 0..this
+    mini_cond_dropout: float = 0.1  # pretraining: share of samples with the condition dropped (for guidance)
+    # The scene classifier that measures whether an image shows its recording's scene (a2i_utils.evaluation)
+    clf_steps: int = 600
+    clf_lr: float = 3e-3
 
 
 @dataclass(frozen=True)
@@ -178,7 +223,20 @@ class Config:
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Small enough for a 2-core CPU with no network: synthetic data, small models trained here.
-    "demo": {},
+    "demo": {
+        # The miniature UnCLIP at 32 px; fine-tuning at a larger lr than the paper's 1e-6 (ours, for minutes of CPU).
+        "soundiff.image_size": 32,
+        "soundiff.lr": 1e-3,
+        "soundiff.lr_end": 1e-4,
+        "soundiff.batch_size": 64,
+        "soundiff.steps": 400,
+        "soundiff.steps_s": 150,
+        "soundiff.cond_dropout": 0.1,
+        "soundiff.views": 8,
+        "soundiff.checkpoint_every": 100,
+        "soundiff.guidance_scale": 3.0,
+        "soundiff.sample_steps": 25,
+    },
     # The paper's setting: real ADVANCE, real ImageBind-huge, paper-size transformer, on a GPU.
     "full": {
         "data.source": "advance",
@@ -202,6 +260,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "imagebind.dtype": "bfloat16",
         "imagebind.batch_size": 64,
         "soundiff.model": "sd21-unclip",
+        "soundiff.dtype": "bfloat16",
+        "soundiff.batch_size": 4,
     },
 }
 

@@ -1,0 +1,130 @@
+"""Loading a ``StableUnCLIPImg2ImgPipeline``: Stability's weights (full), the miniature (demo), or a dry run.
+
+SounDiff always passes ``image_embeds`` (ImageBind audio embeddings), so the pipeline's 632 M-parameter CLIP image
+encoder is never called; but ``_encode_image`` reads ``next(self.image_encoder.parameters()).dtype`` even then
+(FACTS §1). :class:`ImageEncoderStandIn` answers that question with one zero-size parameter and refuses to encode.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from a2i_utils.config import Config
+from a2i_utils.devices import torch_dtype
+from a2i_utils.soundiff.reference import CONFIGS
+
+PIPELINE_CLASS = "StableUnCLIPImg2ImgPipeline"
+
+
+class ImageEncoderStandIn(nn.Module):
+    """Takes the image encoder's place: it carries only the dtype the pipeline asks for (0 bytes of weights)."""
+
+    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.marker = nn.Parameter(torch.zeros(0, dtype=dtype), requires_grad=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the pipeline thinks the encoder lives (pipelines ask each component)."""
+        return self.marker.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the pipeline casts images to (never used: no images are encoded)."""
+        return self.marker.dtype
+
+    def forward(self, *args, **kwargs):
+        """Refuse: SounDiff hands the pipeline embeddings, never images."""
+        raise RuntimeError("the image encoder is a stand-in (SounDiff passes image_embeds=...): it cannot encode")
+
+
+def attach_stand_in(pipe, dtype: torch.dtype | None = None):
+    """Register an :class:`ImageEncoderStandIn` as ``pipe.image_encoder``; return ``pipe``."""
+    dtype = dtype or pipe.unet.dtype
+    pipe.register_modules(image_encoder=ImageEncoderStandIn(dtype).to(pipe.unet.device))
+    return pipe
+
+
+def load_pipeline(cfg: Config, progress: bool = True):
+    """The pipeline of ``cfg.soundiff.model``: ``"sd21-unclip"``, ``"mini"`` (trained if needed) or ``"dry-run"``."""
+    kind = cfg.soundiff.model
+    if kind == "sd21-unclip":
+        return load_pretrained_pipeline(cfg)
+    if kind == "mini":
+        from a2i_utils.soundiff.mini import load_or_pretrain_mini
+
+        return load_or_pretrain_mini(cfg, progress=progress)
+    if kind == "dry-run":
+        return dry_run_pipeline(cfg.resolved_device(), torch_dtype(cfg.soundiff.dtype))
+    raise ValueError(f"unknown soundiff.model {kind!r}: use 'sd21-unclip', 'mini' or 'dry-run'")
+
+
+def load_pretrained_pipeline(cfg: Config):
+    """Stability's SD 2.1 UnCLIP from the hub into ``cache_dir/hub``, in ``soundiff.dtype``, with the stand-in."""
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    device, dtype = cfg.resolved_device(), torch_dtype(cfg.soundiff.dtype)
+    if device == "cpu" and dtype != torch.float32:
+        dtype = torch.float32  # reduced precision is for GPUs
+    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(
+        cfg.soundiff.pretrained_id, cache_dir=str(cfg.cache_dir / "hub"), torch_dtype=dtype, image_encoder=None,
+    )
+    return attach_stand_in(pipe.to(device), dtype)
+
+
+def full_size_modules(device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
+    """The four networks of SD 2.1 UnCLIP at full size from :data:`CONFIGS`, random weights (meta: no memory)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    def args(name):
+        return {k: v for k, v in CONFIGS[name].items() if not k.startswith("_")}
+
+    with torch.device(device):
+        mods = {
+            "unet": UNet2DConditionModel(**args("unet")),
+            "vae": AutoencoderKL(**args("vae")),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**args("text_encoder"))),
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**args("image_encoder"))),
+        }
+    return {k: m.to(dtype) for k, m in mods.items()}
+
+
+def schedulers_and_normalizer(embed_dim: int, scheduler_config: dict | None = None):
+    """The DDIM v-prediction sampler, the DDPM embedding-noising scheduler and a normaliser of ``embed_dim``."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+
+    sched = {k: v for k, v in (scheduler_config or CONFIGS["scheduler"]).items() if not k.startswith("_")}
+    noising = {k: v for k, v in CONFIGS["image_noising_scheduler"].items() if not k.startswith("_")}
+    return DDIMScheduler(**sched), DDPMScheduler(**noising), StableUnCLIPImageNormalizer(embedding_dim=embed_dim)
+
+
+def assemble(unet, vae, text_encoder, tokenizer, embed_dim: int, image_size: int, scheduler_config=None):
+    """A ``StableUnCLIPImg2ImgPipeline`` from its parts, with the image-encoder stand-in."""
+    from diffusers import StableUnCLIPImg2ImgPipeline
+    from transformers import CLIPImageProcessor
+
+    scheduler, noising, normalizer = schedulers_and_normalizer(embed_dim, scheduler_config)
+    pipe = StableUnCLIPImg2ImgPipeline(
+        feature_extractor=CLIPImageProcessor(crop_size=image_size, size=image_size), image_encoder=None,
+        image_normalizer=normalizer.to(unet.device, unet.dtype), image_noising_scheduler=noising, tokenizer=tokenizer,
+        text_encoder=text_encoder, unet=unet, scheduler=scheduler, vae=vae,
+    )
+    return attach_stand_in(pipe)
+
+
+def dry_run_pipeline(device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """The full-size architecture with random weights and no download (for a lent GPU), image encoder excluded."""
+    from a2i_utils.soundiff.mini import offline_tokenizer
+
+    mods = full_size_modules("cpu", dtype)
+    pipe = assemble(mods["unet"], mods["vae"], mods["text_encoder"], offline_tokenizer(77), embed_dim=1024,
+                    image_size=CONFIGS["pipeline"]["native_resolution"])
+    return pipe.to(device)
+
+
+def count_params_m(module: nn.Module) -> float:
+    """Parameters in millions, rounded to 0.1."""
+    return round(sum(p.numel() for p in module.parameters()) / 1e6, 1)

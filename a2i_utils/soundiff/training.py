@@ -1,0 +1,405 @@
+"""SounDiff fine-tuning (paper §3.3, §4.2): only the U-Net learns; VAE, text encoder and ImageBind are frozen.
+
+One step: a cached image latent ``x0`` (VAE posterior sampled, x scaling factor), noise ``eps`` and a timestep
+``t``; the DDPM forward process of the pipeline's own scheduler config gives ``x_t = sqrt(a_t) x0 + sqrt(1-a_t) eps``;
+the U-Net sees ``x_t``, ``t``, the prompt embedding (the same as at sampling) and ``class_labels`` built from the
+audio embedding exactly as the pipeline builds them; the loss is the MSE to the target of the scheduler's
+``prediction_type`` (SD 2.1 UnCLIP: v = sqrt(a_t) eps - sqrt(1-a_t) x0; the paper's code regressed eps).
+
+The loop runs on ``accelerate`` (one CPU, one GPU, or ``accelerate launch`` on several), with mixed precision,
+gradient accumulation, optional gradient checkpointing, Adafactor, ``torch.compile``, channels-last and LoRA
+(peft). Checkpoints every ``checkpoint_every`` steps are written atomically; ``resume="latest"`` continues the same
+trajectory (the randomness of step k depends only on the seed and k).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from a2i_utils.config import Config
+from a2i_utils.io import CheckpointError, atomic_write_text, cache_key
+from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
+
+RUN_VERSION = 1
+BAR_INTERVAL_S = 1.0
+KEEP_CHECKPOINTS = 2
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # as diffusers' train_text_to_image_lora.py
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One step
+# ----------------------------------------------------------------------------------------------------------
+def noise_scheduler_of(pipe):
+    """The DDPM training scheduler with the pipeline's own scheduler config (betas, prediction_type)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def training_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the U-Net must predict: ``noise`` (epsilon) or ``get_velocity`` (v_prediction), per the scheduler."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, t)
+    raise ValueError(f"unsupported prediction_type {kind!r}: SounDiff trains 'epsilon' or 'v_prediction' models")
+
+
+def diffusion_loss(pipe, unet, scheduler, latents, embeds, prompt_embeds, empty_prompt, levels, drop,
+                   gen: torch.Generator) -> torch.Tensor:
+    """MSE of the U-Net's prediction to the scheduler's target for one batch.
+
+    latents (B, 4, h, w) scaled; embeds (B, D); prompt_embeds (B, L, C); empty_prompt (1, L, C); levels (B,) or
+    an int (embedding noise); drop (B,) bool (condition replaced by the pipeline's unconditional input).
+    """
+    b, device = latents.shape[0], latents.device
+    noise = torch.randn(latents.shape, generator=gen).to(device)  # (B, 4, h, w)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)  # (B,)
+    noisy = scheduler.add_noise(latents, noise, t)  # DDPM forward process
+    emb_noise = torch.randn(embeds.shape, generator=gen).to(device)  # (B, D)
+    labels = class_labels(pipe, embeds, levels if torch.is_tensor(levels) else int(levels), noise=emb_noise)
+    labels, prompt = drop_condition(labels, prompt_embeds, empty_prompt, drop.to(device))  # (B, 2D), (B, L, C)
+    pred = unet(noisy, t, encoder_hidden_states=prompt, class_labels=labels).sample  # (B, 4, h, w)
+    return F.mse_loss(pred.float(), training_target(scheduler, latents, noise, t).float())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Variants and data
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Variant:
+    """What a fine-tune trains on: a name, a prompt, a class subset (None: all) and a number of steps."""
+
+    name: str
+    prompt: str
+    subset: str | None
+    steps: int
+
+
+def variant_of(cfg: Config, name: str, prompt: str | None = None, subset: str | None = None,
+               steps: int | None = None) -> Variant:
+    """SounDiff-L (no prompt, all training pairs), SounDiff-S (prompt, one class) or either with overrides."""
+    sc = cfg.soundiff
+    if name == "L":
+        base = Variant("L", sc.prompt_l, None, sc.steps)
+    elif name == "S":
+        base = Variant("S", sc.prompt_s, sc.subset_s, sc.steps_s)
+    else:
+        raise ValueError(f"unknown SounDiff variant {name!r}: use 'L' or 'S'")
+    return Variant(name, base.prompt if prompt is None else prompt, base.subset if subset is None else subset or None,
+                   base.steps if steps is None else steps)
+
+
+@dataclass
+class TrainingData:
+    """Everything cached before training: latent posteriors (V, N, 4, h, w) and audio embeddings (N, D)."""
+
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    embeds: torch.Tensor
+    scaling_factor: float
+    ids: list
+
+
+def prepare_training_data(cfg: Config, pipe, pairs, embedder, progress: bool = True) -> TrainingData:
+    """Embed the recordings (cached per file), scale them, and encode the images' latent posteriors once."""
+    from a2i_utils.imagebind.cache import embed_files, scale_audio
+    from a2i_utils.soundiff.mini import dihedral_views, encode_latent_dist, image_tensor
+
+    if not pairs:
+        raise ValueError("no training pairs for this variant (check soundiff.subset_s / --subset)")
+    audio = embed_files(embedder, [p.audio_path for p in pairs], "audio", cfg, progress=progress)  # (N, D)
+    embeds = scale_audio(audio, cfg.imagebind.audio_scale)
+    images = image_tensor([p.image_path for p in pairs], cfg.soundiff.image_size)  # (N, 3, H, W)
+    views = dihedral_views(images)[: cfg.soundiff.views]  # (V, N, 3, H, W)
+    dist = [encode_latent_dist(pipe.vae, v, batch=16) for v in views]
+    return TrainingData(torch.stack([m for m, _ in dist]), torch.stack([s for _, s in dist]), embeds,
+                        float(pipe.vae.config.scaling_factor), [p.id for p in pairs])
+
+
+def sample_batch(data: TrainingData, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch: latents (B, 4, h, w) sampled from cached posteriors of random views, embeddings (B, D)."""
+    idx = torch.randint(0, data.embeds.shape[0], (batch,), generator=gen)
+    view = torch.randint(0, data.latent_mean.shape[0], (batch,), generator=gen)
+    mean, std = data.latent_mean[view, idx], data.latent_std[view, idx]  # (B, 4, h, w)
+    latents = (mean + std * torch.randn(mean.shape, generator=gen)) * data.scaling_factor
+    return latents, data.embeds[idx]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Options: LoRA, optimiser, schedule
+# ----------------------------------------------------------------------------------------------------------
+def add_lora(unet, rank: int) -> list[torch.nn.Parameter]:
+    """Freeze the U-Net and add LoRA adapters (peft) to its attention projections; return the trainable params."""
+    from peft import LoraConfig
+
+    unet.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # adapters train in fp32 over a possibly reduced-precision base
+    return params
+
+
+def make_optimizer(params, cfg: Config):
+    """AdamW with the paper's betas and weight decay, or the memory-lean ``torch.optim.Adafactor``."""
+    sc = cfg.soundiff
+    if sc.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=sc.lr, betas=(sc.beta1, sc.beta2), weight_decay=sc.weight_decay)
+    if sc.optimizer == "adafactor":
+        return torch.optim.Adafactor(params, lr=sc.lr, weight_decay=sc.weight_decay)
+    raise ValueError(f"soundiff.optimizer must be 'adamw' or 'adafactor', got {sc.optimizer!r}")
+
+
+def linear_lr(step: int, steps: int, lr: float, lr_end: float) -> float:
+    """The paper's schedule: lr decaying linearly to lr_end over ``steps``."""
+    return lr + (lr_end - lr) * min(step, steps) / max(steps, 1)
+
+
+def mixed_precision(cfg: Config, device: str) -> str:
+    """accelerate's mixed precision: "auto" -> bf16 on GPUs with it, fp16 on older GPUs, "no" on the CPU."""
+    mp = cfg.soundiff.mixed_precision
+    if mp != "auto":
+        return mp
+    if not device.startswith("cuda"):
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs: key, checkpoints, final weights
+# ----------------------------------------------------------------------------------------------------------
+TRAINING_FIELDS = ("lr", "lr_end", "beta1", "beta2", "weight_decay", "batch_size", "grad_accum", "views",
+                   "cond_dropout", "noise_level", "lora", "lora_rank", "optimizer", "image_size")
+
+
+def run_key(cfg: Config, base_key: str, variant: Variant, imagebind_identity: str, pair_ids: list) -> str:
+    """``soundiff-<variant>-v<RUN_VERSION>-<hash>`` of base model, variant, training fields, audio scale, data, seed."""
+    sc = {k: v for k, v in dataclasses.asdict(cfg.soundiff).items() if k in TRAINING_FIELDS}
+    payload = {"base": base_key, "variant": dataclasses.asdict(variant), "soundiff": sc, "seed": cfg.seed,
+               "audio_scale": cfg.imagebind.audio_scale, "imagebind": imagebind_identity, "pairs": sorted(pair_ids)}
+    return cache_key(f"soundiff-{variant.name}", RUN_VERSION, payload)
+
+
+def run_dir(cfg: Config, key: str) -> Path:
+    """``checkpoints/soundiff/<key>``."""
+    return Path(cfg.checkpoints_dir) / "soundiff" / key
+
+
+def trainable_state(unet) -> dict[str, torch.Tensor]:
+    """The trainable tensors of the U-Net (all of it, or the LoRA adapters), by name."""
+    return {n: p.detach().float().cpu().contiguous() for n, p in unet.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(folder: Path, step: int, unet, opt, sched, history: dict) -> Path:
+    """``checkpoint-<step>/``: trainable weights (safetensors), optimiser state, schedule, history; atomic."""
+    from safetensors.torch import save_file
+
+    from a2i_utils.soundiff.mini import atomic_dir
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        save_file(trainable_state(unet), str(tmp / "trainable.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps({"step": step, "scheduler": sched.state_dict(),
+                                                    "history": history}))
+
+    path = atomic_dir(folder / f"checkpoint-{step}", write)
+    for old in sorted(folder.glob("checkpoint-*"), key=_step_of)[:-KEEP_CHECKPOINTS]:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def _step_of(path: Path) -> int:
+    """The step number of a ``checkpoint-<step>`` folder (-1 if the name is not one)."""
+    tail = path.name.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else -1
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step, or None."""
+    found = sorted((p for p in folder.glob("checkpoint-*") if _step_of(p) >= 0 and p.is_dir()), key=_step_of)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
+    """Restore a checkpoint into the (unwrapped) U-Net, optimiser and schedule; return (step, history)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        weights = load_file(str(path / "trainable.safetensors"))
+        opt_state = torch.load(path / "optimizer.pt", weights_only=True)
+        state = json.loads((path / "state.json").read_text())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to restart") from err
+    params = dict(unet.named_parameters())
+    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in weights)
+    if missing or set(weights) - set(params):
+        raise CheckpointError(f"{path / 'trainable.safetensors'}: does not match this model's trainable weights "
+                              f"(missing {missing[:3]}, unexpected {sorted(set(weights) - set(params))[:3]})")
+    with torch.no_grad():
+        for n, w in weights.items():
+            params[n].copy_(w)
+    opt.load_state_dict(opt_state)
+    sched.load_state_dict(state["scheduler"])
+    return int(state["step"]), state["history"]
+
+
+def save_final(folder: Path, unet, lora: bool) -> Path:
+    """The fine-tuned U-Net (``unet/``, save_pretrained, safetensors) or its LoRA (``lora/``), atomically."""
+    from a2i_utils.soundiff.mini import atomic_dir
+
+    if lora:
+        from diffusers import StableUnCLIPImg2ImgPipeline
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+        return atomic_dir(folder / "lora", lambda tmp: StableUnCLIPImg2ImgPipeline.save_lora_weights(
+            tmp, unet_lora_layers=layers, safe_serialization=True))
+    return atomic_dir(folder / "unet", lambda tmp: unet.save_pretrained(tmp, safe_serialization=True))
+
+
+def with_unet(pipe, unet):
+    """A pipeline sharing every component of ``pipe`` but the U-Net."""
+    new = type(pipe)(**{k: v for k, v in pipe.components.items()} | {"unet": unet})
+    new.set_progress_bar_config(disable=True)
+    return new
+
+
+def load_finetuned(pipe, folder: Path):
+    """``pipe`` with the fine-tuned U-Net of ``folder`` (``unet/``) or with its LoRA loaded (``lora/``)."""
+    from diffusers import UNet2DConditionModel
+
+    folder = Path(folder)
+    if (folder / "unet").is_dir():
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=pipe.unet.dtype)
+        return with_unet(pipe, unet.to(pipe.unet.device).eval().requires_grad_(False))
+    if (folder / "lora").is_dir():
+        new = with_unet(pipe, copy.deepcopy(pipe.unet))
+        new.load_lora_weights(folder / "lora")
+        return new
+    raise CheckpointError(f"{folder}: no fine-tuned weights (neither unet/ nor lora/)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------
+def finetune(cfg: Config, pipe, data: TrainingData, variant: Variant, folder: Path, resume: str | None = None,
+             progress: bool = True, stop_after: int | None = None) -> dict:
+    """Fine-tune a copy of ``pipe.unet`` for ``variant.steps`` steps; save checkpoints and the final weights.
+
+    ``resume="latest"`` continues from the newest checkpoint in ``folder``; ``stop_after`` ends the run early
+    after that many steps (as an interruption would), leaving only checkpoints. Returns the history
+    (loss and lr per step, seconds, samples/s).
+    """
+    from accelerate import Accelerator
+
+    sc, device = cfg.soundiff, cfg.resolved_device()
+    acc = Accelerator(mixed_precision=mixed_precision(cfg, device), cpu=device == "cpu")
+    unet = copy.deepcopy(pipe.unet)
+    params = add_lora(unet, sc.lora_rank) if sc.lora else list(unet.float().requires_grad_(True).parameters())
+    if sc.grad_checkpointing:
+        unet.enable_gradient_checkpointing()
+    if sc.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    unet.train()
+    opt = make_optimizer(params, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: linear_lr(s, variant.steps, sc.lr, sc.lr_end) / sc.lr)
+    start, history = 0, {"loss": [], "lr": []}
+    if resume == "latest" and (ckpt := latest_checkpoint(folder)) is not None:
+        start, history = load_checkpoint(ckpt, unet, opt, sched)
+        acc.print(f"Resuming from {ckpt.name} (step {start} of {variant.steps})")
+    elif acc.is_main_process and folder.exists():
+        shutil.rmtree(folder)  # a fresh start never mixes with an older run's checkpoints
+    model, opt = acc.prepare(unet, opt)
+    if sc.compile:
+        model = torch.compile(model)
+    prompt = encode_prompt(pipe, variant.prompt, str(acc.device)).to(acc.device)  # (1, L, C)
+    empty = encode_prompt(pipe, "", str(acc.device)).to(acc.device)
+    noise_sched = noise_scheduler_of(pipe)
+    unwrapped = acc.unwrap_model(model)
+    end = variant.steps if stop_after is None else min(variant.steps, start + stop_after)
+    bar = tqdm(range(start, end), desc=f"SounDiff-{variant.name}", disable=not progress or not acc.is_main_process,
+               mininterval=BAR_INTERVAL_S)
+    t0 = time.perf_counter()
+    for step in bar:
+        loss = train_step(acc, model, pipe, noise_sched, data, prompt, empty, cfg, step)
+        acc.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        history["loss"].append(float(acc.reduce(loss.detach(), "mean")))
+        history["lr"].append(sched.get_last_lr()[0])
+        bar.set_postfix(loss=f"{np.mean(history['loss'][-20:]):.4f}", lr=f"{history['lr'][-1]:.2e}", refresh=False)
+        done = step + 1
+        if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < variant.steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(folder, done, unwrapped, opt, sched, history)
+    seconds = time.perf_counter() - t0
+    acc.wait_for_everyone()
+    history["seconds"] = round(seconds, 1)
+    history["samples_per_s"] = round((end - start) * sc.batch_size * sc.grad_accum * acc.num_processes /
+                                     max(seconds, 1e-9), 2)
+    if acc.is_main_process:
+        if end < variant.steps:
+            save_checkpoint(folder, end, unwrapped, opt, sched, history)
+        else:
+            save_final(folder, unwrapped.eval(), sc.lora)
+            atomic_write_text(folder / "history.json", json.dumps(history))
+    acc.wait_for_everyone()
+    return history
+
+
+def train_step(acc, model, pipe, noise_sched, data: TrainingData, prompt, empty, cfg: Config, step: int):
+    """Forward and backward of one optimiser step (``grad_accum`` micro-batches); returns the mean loss."""
+    sc, total = cfg.soundiff, 0.0
+    for micro in range(sc.grad_accum):
+        gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + step) * 64 + micro) * 64 + acc.process_index)
+        latents, embeds = sample_batch(data, sc.batch_size, gen)  # (B, 4, h, w), (B, D)
+        drop = torch.rand(sc.batch_size, generator=gen) < sc.cond_dropout
+        sync = micro == sc.grad_accum - 1
+        with contextlib.nullcontext() if sync else acc.no_sync(model), acc.autocast():
+            loss = diffusion_loss(pipe, model, noise_sched, latents.to(acc.device), embeds.to(acc.device),
+                                  prompt.expand(sc.batch_size, -1, -1), empty, sc.noise_level, drop, gen)
+            acc.backward(loss / sc.grad_accum)
+        total = total + loss.detach() / sc.grad_accum
+    return total
+
+
+def load_or_finetune(cfg: Config, variant: Variant, pipe, dataset, embedder, resume: str | None = "latest",
+                     progress: bool = True):
+    """(fine-tuned pipeline, history): loaded if this run finished before, else trained (resuming) and saved."""
+    from a2i_utils.devices import cpu_threads
+
+    pairs = [p for p in dataset.train if variant.subset is None or p.label == variant.subset]
+    key = run_key(cfg, getattr(pipe, "key", cfg.soundiff.pretrained_id), variant, embedder.identity,
+                  [p.id for p in pairs])
+    folder = run_dir(cfg, key)
+    if (folder / "history.json").is_file():
+        print(f"Found fine-tuned {key}, loading")
+        history = json.loads((folder / "history.json").read_text())
+    else:
+        data = prepare_training_data(cfg, pipe, pairs, embedder, progress=progress)
+        with cpu_threads(cfg.soundiff.cpu_threads):
+            history = finetune(cfg, pipe, data, variant, folder, resume=resume, progress=progress)
+    tuned = load_finetuned(pipe, folder)
+    tuned.key = key
+    return tuned, history
+
