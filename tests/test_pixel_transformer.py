@@ -179,3 +179,32 @@ def test_attention_mask_figure_has_two_titled_panels():
     titles = [ax.get_title() for ax in fig.axes]
     assert any("local 1D" in t for t in titles) and any("full causal" in t for t in titles)
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+
+
+@pytest.mark.parametrize("side,L,M,pos", [(16, 32, 32, 40), (16, 32, 32, 5), (8, 16, 8, 63), (32, 128, 128, 700)])
+def test_attention_window_picture_matches_the_mask(side, L, M, pos):
+    from a2i_utils.transformer.figures import attention_window_codes
+
+    codes = attention_window_codes(side, L, M, pos).reshape(-1)  # (side*side,)
+    visible = local_attention_mask(side * side, L, M)[pos].numpy()
+    assert ((codes == 1) | (codes == 2) | (codes == 3)).tolist() == visible.tolist()  # memory, own block, itself
+    assert codes[pos] == 3 and (codes[pos + 1:] == 4).all()
+    assert ((codes == 1).nonzero()[0] < (pos // L) * L).all()  # memory lies before the query's block
+
+
+def test_architecture_and_loss_figures():
+    import numpy as np
+
+    from a2i_utils.transformer.figures import centred_mean, plot_architecture, plot_loss_curves
+
+    fig = plot_architecture(small_cfg(), n_sections=S, n_bins=FB)
+    text = " ".join(t.get_text() for t in fig.axes[0].texts)
+    assert "local 1D causal self-attention (block 16, memory 8)" in text and "x 2" in text
+    x, y = centred_mean([0, 0, 3, 0, 0], 3)
+    assert x.tolist() == [2, 3, 4] and y.tolist() == [1, 1, 1]  # the mean of steps 1-3 is drawn at step 2
+    losses = {"a": np.full(50, np.log(2) * 4), "b": np.full(30, np.log(2))}  # 4 and 1 bits in nats
+    fig = plot_loss_curves(losses, window=5, heldout={"b": [(10, 2.0), (20, 1.5)]})
+    a, b = fig.axes
+    assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()  # shared axes
+    assert np.allclose(a.lines[0].get_ydata(), 4) and np.allclose(b.lines[0].get_ydata(), 1)  # nats -> bits
+    assert b.lines[2].get_xdata().tolist() == [10, 20] and a.get_ylabel() and a.get_xlabel()
