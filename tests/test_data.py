@@ -37,6 +37,14 @@ from a2i_utils.data import (
 SR = 22_050
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test's manifests and splits go to a cache of its own (load_tree's default: A2I_CACHE)."""
+    cache = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("A2I_CACHE", str(cache))
+    return cache
+
+
 def write_pair(root: Path, label: str, name: str, seconds: float = 0.2, rate: int = SR, int32: bool = False):
     """One image + recording, the way torchgeo's ADVANCE fixture writes them (int32 WAV when asked)."""
     (root / "vision" / label).mkdir(parents=True, exist_ok=True)
@@ -119,7 +127,8 @@ def test_split_by_base_id_stratified_and_stored(tmp_path):
     for label in CLASSES[:4]:
         n_val = len({p.base_id for p in ds.val if p.label == label})
         assert n_val == 2  # 10% of 20 base ids in every class
-    assert (tmp_path / "split.json").is_file() and (tmp_path / "manifest.json").is_file()
+    assert (ds.index_dir / "split.json").is_file() and (ds.index_dir / "manifest.json").is_file()
+    assert not (tmp_path / "split.json").exists() and not (tmp_path / "manifest.json").exists()  # never in the tree
     again = load_tree(tmp_path, val_fraction=0.1, seed=42, progress=False)
     assert [(p.id, p.split) for p in again.pairs] == [(p.id, p.split) for p in ds.pairs]
     other = split_by_base_id(ds.pairs, 0.1, seed=7)
@@ -151,19 +160,21 @@ def test_write_pair_is_reproducible_across_processes(tmp_path):
 def test_damaged_manifest_is_rebuilt(tmp_path):
     make_big_tree(tmp_path, per_class=3)
     first = load_tree(tmp_path, progress=False)
+    manifest = first.index_dir / "manifest.json"
     for damage in ("{not json", '{"version": 2, "fingerprint": null}', "[1, 2]", ""):
-        (tmp_path / "manifest.json").write_text(damage)
+        manifest.write_text(damage)
         again = load_tree(tmp_path, progress=False)
         assert [(p.id, p.split) for p in again.pairs] == [(p.id, p.split) for p in first.pairs], damage
-        assert json.loads((tmp_path / "manifest.json").read_text())["pairs"], damage  # written again
+        assert json.loads(manifest.read_text())["pairs"], damage  # written again
 
 
 def test_damaged_manifest_rows_are_rebuilt(tmp_path):
     make_big_tree(tmp_path, per_class=3)
     first = load_tree(tmp_path, progress=False)
-    doc = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = first.index_dir / "manifest.json"
+    doc = json.loads(manifest.read_text())
     doc["pairs"][0] = {"id": "00000"}  # right fingerprint, broken row
-    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    manifest.write_text(json.dumps(doc))
     assert [p.id for p in load_tree(tmp_path, progress=False).pairs] == [p.id for p in first.pairs]
 
 
@@ -171,8 +182,7 @@ def test_damaged_manifest_rows_are_rebuilt(tmp_path):
                                     b"\xff\xfe\x00"])
 def test_damaged_split_is_an_error_naming_the_file(tmp_path, damage):
     make_big_tree(tmp_path, per_class=3)
-    load_tree(tmp_path, progress=False)
-    split = tmp_path / "split.json"
+    split = load_tree(tmp_path, progress=False).index_dir / "split.json"
     split.write_bytes(damage if isinstance(damage, bytes) else damage.encode())
     with pytest.raises(DatasetError, match=r"split\.json.*delete the file"):
         load_tree(tmp_path, progress=False)
@@ -188,13 +198,14 @@ def test_cached_problems_name_files_under_the_current_root(tmp_path):
     _, problems = scan_tree(old, progress=False)
     first = load_tree(old, progress=False)
     assert first.problems == problems and str(old / "vision" / "beach" / "00011.jpg") in problems[0]
-    assert str(old) not in (old / "manifest.json").read_text()  # stored relative to the root
+    manifest = first.index_dir / "manifest.json"
+    assert str(old) not in manifest.read_text()  # stored relative to the root
     new = tmp_path / "moved"
     shutil.copytree(old, new)  # copytree keeps mtimes: the fingerprint matches, the manifest is reused
     shutil.rmtree(old)
-    stamp = (new / "manifest.json").stat().st_mtime_ns
+    stamp = manifest.stat().st_mtime_ns
     moved = load_tree(new, progress=False)
-    assert (new / "manifest.json").stat().st_mtime_ns == stamp  # read from the cache, not rebuilt
+    assert moved.index_dir == first.index_dir and manifest.stat().st_mtime_ns == stamp  # read, not rebuilt
     assert moved.problems == [line.replace(str(old), str(new)) for line in problems]
     assert str(new / "vision" / "beach" / "00011.jpg") in moved.problems[0]
     assert all(str(old) not in line for line in moved.problems)
@@ -221,6 +232,7 @@ def test_prepare_dataset_synthetic_is_cached(tmp_path):
     ds = prepare_dataset(cfg, progress=False)
     assert len(ds.pairs) == 2 * 13 and ds.root.parent == cfg.datasets_dir
     assert set(ds.counts().values()) == {2}
+    assert ds.index_dir.is_relative_to(cfg.datasets_dir) and not (ds.root / "split.json").exists()
     mtime = (ds.root / "synthetic.json").stat().st_mtime_ns
     ds2 = prepare_dataset(cfg, progress=False)
     assert (ds2.root / "synthetic.json").stat().st_mtime_ns == mtime

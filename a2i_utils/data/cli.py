@@ -1,4 +1,5 @@
-"""The ``a2i data`` verb: ``synth`` (write the synthetic tree), ``check`` (validate a tree), ``fetch`` (ADVANCE)."""
+"""The ``a2i data`` verb: ``synth`` (write the synthetic tree), ``check`` (validate a tree), ``fetch`` (ADVANCE),
+``prepare`` (validate and split the course's dataset, e.g. your own folder given with ``--root``)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,19 @@ def register(subparsers) -> None:
     p = sub.add_parser("fetch", help="download and extract ADVANCE into the cache (md5-checked)")
     p.add_argument("--mode", default=None, help="preset whose cache to use (default: A2I_MODE or demo)")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser(
+        "prepare", help="validate and split the course's dataset (your own folder with --root) into the cache",
+        description="Build the dataset the notebooks use, as prepare_dataset(cfg) does: with --root, an "
+        "ADVANCE-shaped folder you already have, validated with the checks of `a2i data check` and used where it "
+        "is (never copied or modified); its manifest and split go to the cache, keyed by the folder's fingerprint.",
+    )
+    p.add_argument("--root", type=Path, default=None,
+                   help="an ADVANCE-shaped folder (vision/<class>/, sound/<class>/) used instead of the preset's data")
+    p.add_argument("--mode", default=None, help="preset (default: A2I_MODE or demo)")
+    p.add_argument("--cache", type=Path, default=None, help="cache root (default: A2I_CACHE or ~/.cache/a2i)")
+    p.add_argument("--show", type=int, default=20, help="problems to list (default 20)")
+    p.set_defaults(func=cmd_prepare)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -76,4 +90,32 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         print(f"a2i data fetch: {err}", file=sys.stderr)
         return 1
     print(f"ADVANCE is in {root}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Validate and split the configured dataset (``--root`` overrides ``data.root``); print where it is kept."""
+    from a2i_utils.data.advance import DownloadError, UnsafeArchiveError
+    from a2i_utils.data.dataset import DatasetError, prepare_dataset
+
+    overrides = {}
+    if args.root is not None:
+        overrides["data.root"] = str(args.root.expanduser().resolve())
+    if args.cache is not None:
+        overrides["cache_dir"] = args.cache
+    cfg = get_config(args.mode, overrides)
+    try:
+        ds = prepare_dataset(cfg)
+    except (DatasetError, DownloadError, UnsafeArchiveError) as err:
+        print(f"a2i data prepare: {err}", file=sys.stderr)
+        return 1
+    print(f"dataset: {ds.root} (read only)")
+    print(ds.summary())
+    for line in ds.problems[: args.show]:
+        print(f"  problem: {line}")
+    if len(ds.problems) > args.show:
+        print(f"  ... and {len(ds.problems) - args.show} more (--show N)")
+    print(f"manifest and split: {ds.index_dir}")
+    if cfg.data.root:
+        print(f'notebooks: get_config(MODE, {{"data.root": "{cfg.data.root}"}}) in the parameters cell')
     return 0

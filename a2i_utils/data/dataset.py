@@ -3,11 +3,18 @@
 A tree is ``<root>/vision/<class>/<name>.jpg`` + ``<root>/sound/<class>/<name>.wav``, names ``<5-digit id>``
 or ``<id>_<k>``. Pairs are matched by class and file stem (never by position); the split is by the 5-digit
 base id (the ``_k`` files reuse the audio of the same place, so a per-file split would leak audio into
-validation), stratified by class, seeded, and stored next to the data so every notebook and script sees
-the same one.
+validation), stratified by class, seeded, and stored so every notebook and script sees the same one.
+
+The validated pairs (``manifest.json``) and the split (``split.json``) of a tree live in the cache, in
+``<cache>/datasets/manifests/tree-v<N>-<hash>/``, keyed by the tree's fingerprint (every file's relative
+path, size and modification time): never inside the tree, which is only read. A changed tree gets a new key,
+so it is validated again. Manifests and splits that older versions wrote next to the data are read once if
+they still match, and never written.
 
 :func:`prepare_dataset` is the entry point: demo mode synthesises the tree (``a2i_utils.data.synth``) into the
-cache, full mode downloads ADVANCE (``a2i_utils.data.advance``). Both come back as a :class:`Dataset`.
+cache, full mode downloads ADVANCE (``a2i_utils.data.advance``), and ``data.root`` points either at a folder
+you already have (the unpacked ADVANCE on a shared disk, or your own recordings and images in the same
+layout), used where it is. All come back as a :class:`Dataset`.
 """
 
 from __future__ import annotations
@@ -24,18 +31,19 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from a2i_utils.config import Config
+from a2i_utils.config import Config, default_cache_dir
 from a2i_utils.data import advance, synth
 from a2i_utils.data.audio import audio_problem
 from a2i_utils.data.classes import CLASSES
 from a2i_utils.data.images import ImageError, open_image
-from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS, atomic_write_text
+from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS, atomic_write_text, cache_key
 
 NAME_RE = re.compile(r"^(?P<base>\d+)(?:_(?P<k>\d+))?$")
 MANIFEST_NAME = "manifest.json"
 SPLIT_NAME = "split.json"
 MANIFEST_VERSION = 2  # 2: problems stored relative to the root (ROOT_TOKEN), re-rooted on load
 ROOT_TOKEN = "<root>"
+MANIFESTS_DIR = "manifests"  # under cfg.datasets_dir: one folder per tree fingerprint
 
 
 class DatasetError(RuntimeError):
@@ -66,6 +74,7 @@ class Dataset:
     root: Path
     pairs: list[Pair]
     problems: list[str] = field(default_factory=list)
+    index_dir: Path | None = None  # the cache folder holding this tree's manifest.json and split.json
 
     @property
     def train(self) -> list[Pair]:
@@ -190,17 +199,39 @@ def split_by_base_id(pairs: list[Pair], val_fraction: float = 0.1, seed: int = 4
     return assignment
 
 
-def load_or_make_split(root: Path, pairs: list[Pair], val_fraction: float, seed: int) -> dict[str, str]:
-    """The split stored in ``root/split.json`` if it matches these settings and covers every base id, else a new one."""
-    path = Path(root) / SPLIT_NAME
+def load_or_make_split(
+    folder: Path, pairs: list[Pair], val_fraction: float, seed: int, legacy: Path | None = None
+) -> dict[str, str]:
+    """The split in ``folder/split.json`` if it matches these settings and covers every base id, else a new one.
+
+    ``legacy`` is the tree of a split an older version stored next to the data: used when it still fits (so a
+    tree keeps its split), ignored when it does not or cannot be read, and never written.
+    """
+    path = Path(folder) / SPLIT_NAME
     wanted = {"seed": seed, "val_fraction": val_fraction}
+    base_ids = {p.base_id for p in pairs}
     if path.is_file():
         stored = _read_split(path)
-        if stored["settings"] == wanted and {p.base_id for p in pairs} <= stored["assignment"].keys():
+        if stored["settings"] == wanted and base_ids <= stored["assignment"].keys():
             return stored["assignment"]
-    assignment = split_by_base_id(pairs, val_fraction, seed)
+    assignment = _legacy_split(Path(legacy) / SPLIT_NAME, wanted, base_ids) if legacy is not None else None
+    if assignment is None:
+        assignment = split_by_base_id(pairs, val_fraction, seed)
     atomic_write_text(path, json.dumps({"settings": wanted, "assignment": assignment}, indent=0, sort_keys=True))
     return assignment
+
+
+def _legacy_split(path: Path, wanted: dict[str, Any], base_ids: set[str]) -> dict[str, str] | None:
+    """The assignment of an old ``split.json`` next to the data if it fits these settings and ids, else None."""
+    if not path.is_file():
+        return None
+    try:
+        stored = _read_split(path)
+    except DatasetError:
+        return None  # a damaged old file is not ours to fix: the split is made again from the seed
+    if stored["settings"] != wanted or not base_ids <= stored["assignment"].keys():
+        return None
+    return {b: stored["assignment"][b] for b in sorted(base_ids)}
 
 
 def _read_split(path: Path) -> dict[str, Any]:
@@ -220,7 +251,7 @@ def _read_split(path: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Manifest: the validated pairs of a tree, cached next to it and rebuilt when the tree changes
+# Manifest: the validated pairs of a tree, cached in the cache under the tree's fingerprint
 # ----------------------------------------------------------------------------------------------------------
 def tree_fingerprint(root: Path) -> str:
     """A cheap fingerprint of a tree: every file's relative path, size and modification time."""
@@ -235,20 +266,41 @@ def tree_fingerprint(root: Path) -> str:
     return h.hexdigest()
 
 
-def build_manifest(root: Path, progress: bool = True) -> tuple[list[Pair], list[str]]:
-    """Validated pairs and problems of ``root``, from ``root/manifest.json`` when the tree is unchanged."""
+def index_dir_for(root: Path, cache_dir: Path | None = None, fingerprint: str | None = None) -> Path:
+    """The cache folder for the manifest and split of the tree at ``root``: ``<cache>/datasets/manifests/<key>``."""
+    datasets_dir = Config(cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir()).datasets_dir
+    fingerprint = fingerprint or tree_fingerprint(root)
+    return datasets_dir / MANIFESTS_DIR / cache_key("tree", MANIFEST_VERSION, fingerprint)
+
+
+def build_manifest(
+    root: Path, progress: bool = True, index_dir: Path | None = None, fingerprint: str | None = None
+) -> tuple[list[Pair], list[str]]:
+    """Validated pairs and problems of ``root``, from the cached manifest when the tree is unchanged.
+
+    The manifest is read from and written to ``index_dir`` (default: :func:`index_dir_for` in the default
+    cache); one that an older version left next to the data is read if it matches, never written.
+    """
     root = Path(root)
-    path = root / MANIFEST_NAME
-    fingerprint = tree_fingerprint(root)
-    cached = _read_manifest(root, path, fingerprint) if path.is_file() else None
-    if cached is not None:
-        return cached
+    fingerprint = fingerprint or tree_fingerprint(root)
+    path = Path(index_dir or index_dir_for(root, fingerprint=fingerprint)) / MANIFEST_NAME
+    for candidate in (path, root / MANIFEST_NAME):  # ours, then a legacy one next to the data
+        cached = _read_manifest(root, candidate, fingerprint) if candidate.is_file() else None
+        if cached is not None:
+            if candidate != path:
+                _write_manifest(root, path, fingerprint, *cached)
+            return cached
     pairs, problems = scan_tree(root, validate=True, progress=progress)
+    _write_manifest(root, path, fingerprint, pairs, problems)
+    return pairs, problems
+
+
+def _write_manifest(root: Path, path: Path, fingerprint: str, pairs: list[Pair], problems: list[str]) -> None:
+    """Store the validated pairs and problems of the tree at ``root`` in ``path``, relative to the root."""
     rows = [_pair_to_row(root, p) for p in pairs]
     doc = {"version": MANIFEST_VERSION, "fingerprint": fingerprint, "pairs": rows,
            "problems": [_problem_to_row(root, line) for line in problems]}
     atomic_write_text(path, json.dumps(doc, indent=0))
-    return pairs, problems
 
 
 def _read_manifest(root: Path, path: Path, fingerprint: str) -> tuple[list[Pair], list[str]] | None:
@@ -291,25 +343,53 @@ def _pair_from_row(root: Path, row: dict[str, Any]) -> Pair:
     return Pair(**{**row, "image_path": root / row["image_path"], "audio_path": root / row["audio_path"]})
 
 
-def load_tree(root: Path, val_fraction: float = 0.1, seed: int = 42, progress: bool = True) -> Dataset:
-    """Manifest + stored split of an ADVANCE-shaped tree, as a :class:`Dataset`."""
+def load_tree(
+    root: Path, val_fraction: float = 0.1, seed: int = 42, progress: bool = True, cache_dir: Path | None = None
+) -> Dataset:
+    """Manifest + stored split of an ADVANCE-shaped tree, as a :class:`Dataset`; the tree is only read.
+
+    Both are kept in ``cache_dir`` (default: ``A2I_CACHE`` or the user's cache folder) under the tree's
+    fingerprint (:func:`index_dir_for`).
+    """
     root = Path(root)
-    pairs, problems = build_manifest(root, progress=progress)
+    fingerprint = tree_fingerprint(root)
+    index_dir = index_dir_for(root, cache_dir, fingerprint)
+    pairs, problems = build_manifest(root, progress=progress, index_dir=index_dir, fingerprint=fingerprint)
     if not pairs:
         detail = "\n  ".join(problems[:10]) or "no files found"
         raise DatasetError(f"{root}: no usable image/recording pair\n  {detail}")
-    assignment = load_or_make_split(root, pairs, val_fraction, seed)
+    assignment = load_or_make_split(index_dir, pairs, val_fraction, seed, legacy=root)
     pairs = [Pair(**{**asdict(p), "split": assignment[p.base_id]}) for p in pairs]
-    return Dataset(root=root, pairs=pairs, problems=list(problems))
+    return Dataset(root=root, pairs=pairs, problems=list(problems), index_dir=index_dir)
+
+
+def own_root(cfg: Config) -> Path:
+    """``cfg.data.root`` as an absolute folder that has ``vision/`` and ``sound/``; a DatasetError saying what to do."""
+    root = Path(cfg.data.root).expanduser().resolve()
+    fix = ("point data.root at a folder with vision/<class>/<id>.jpg and sound/<class>/<id>.wav (ADVANCE's layout; "
+           f"check it with `a2i data check DIR`), or set it to \"\" to use the {cfg.data.source} data")
+    if not root.is_dir():
+        raise DatasetError(f"data.root = {cfg.data.root!r}: {root} is not a folder; {fix}")
+    missing = [sub for sub in ("vision", "sound") if not (root / sub).is_dir()]
+    if missing:
+        raise DatasetError(f"data.root = {cfg.data.root!r}: {root} has no {' or '.join(m + '/' for m in missing)} "
+                           f"folder; {fix}")
+    return root
 
 
 def prepare_dataset(cfg: Config, progress: bool = True) -> Dataset:
-    """The dataset of ``cfg``: synthetic (made in the cache if missing) or ADVANCE (downloaded if missing)."""
+    """The dataset of ``cfg``: ``data.root`` if set (used in place, read only), else synthetic or ADVANCE.
+
+    Synthetic data are made in the cache if missing, ADVANCE is downloaded if missing; a folder given as
+    ``data.root`` is validated (the checks of ``a2i data check``) and never copied or modified.
+    """
     d = cfg.data
-    if d.source == "synthetic":
+    if d.root:
+        root = own_root(cfg)
+    elif d.source == "synthetic":
         root = synth.ensure_synthetic(cfg, progress=progress)
     elif d.source == "advance":
         root = advance.ensure_advance(cfg, progress=progress)
     else:
         raise ValueError(f"unknown data.source {d.source!r}: use 'synthetic' or 'advance'")
-    return load_tree(root, val_fraction=d.val_fraction, seed=cfg.seed, progress=progress)
+    return load_tree(root, val_fraction=d.val_fraction, seed=cfg.seed, progress=progress, cache_dir=cfg.cache_dir)

@@ -196,8 +196,15 @@ def load_verified_weights(
     model.load_state_dict(convert_state_dict(sd, device, dtype), strict=True, assign=True)
     _check_materialised(model, path)
     if stamp is None or stamp["mtime_ns"] != st.st_mtime_ns:  # new, or replaced by a same-size file: hash again
-        stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path), "tensors": n_tensors}
-        atomic_write_text(_stamp_path(path), json.dumps(stamp, indent=1))
+        stamp = write_stamp(path, n_tensors)
+    return stamp
+
+
+def write_stamp(path: Path, n_tensors: int) -> dict:
+    """Hash a verified checkpoint and record its size, modification time and SHA-256 next to it."""
+    st = Path(path).stat()
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256_file(path), "tensors": n_tensors}
+    atomic_write_text(_stamp_path(Path(path)), json.dumps(stamp, indent=1))
     return stamp
 
 
