@@ -34,8 +34,8 @@ SECTIONS = ("data", "features", "transformer", "imagebind", "soundiff")  # in th
 class DataConfig:
     """Which dataset, and how the synthetic one is made."""
 
-    source: str = "synthetic"  # "synthetic" (made by a2i_utils.data.synth) or "advance" (downloaded)
-    root: str = ""  # an ADVANCE-shaped folder you already have (read only, never modified); "" = the source's own
+    source: str = "synthetic"  # "synthetic" (made by a2i_utils.data.synth) or "advance" (downloaded); unused if root
+    root: str = ""  # an ADVANCE-shaped folder you already have, used in place (never modified); "" = source's own
     per_class: int = 24  # synthetic pairs per scene class
     image_size: int = 128  # side of the synthetic JPEGs (ADVANCE: 512)
     sample_rate: int = 22_050  # rate the synthetic WAVs are written at
