@@ -318,11 +318,13 @@ def test_the_feature_normalizer_is_saved_with_the_run_and_loaded_with_the_model(
     data = PixelDataset(norm(raw), images, [f"{i:05d}" for i in range(7)], normalizer=norm)
     model, hist = train_or_load(cfg, data, "tiny", steps=3, progress=False)
     assert (hist["run_dir"] / "normalizer.safetensors").is_file()
-    loaded, loaded_norm = tt.load_run(hist["run_dir"])
+    device = next(model.parameters()).device
+    loaded, loaded_norm = tt.load_run(hist["run_dir"], device=str(device))
     assert torch.equal(loaded_norm.mean, norm.mean) and torch.equal(loaded_norm.std, norm.std)
     model.eval()
+    x, px = raw[:2].to(device), data.pixels[:2].to(device)
     with torch.no_grad():  # raw features of a "new recording" -> the loaded normaliser -> the loaded model
-        assert torch.equal(loaded(loaded_norm(raw[:2]), data.pixels[:2]), model(norm(raw[:2]), data.pixels[:2]))
+        assert torch.equal(loaded(loaded_norm(x), px), model(norm(x), px))
     assert hist["normalizer"] is not None and torch.equal(hist["normalizer"].mean, norm.mean)
 
 
@@ -360,3 +362,30 @@ def test_heldout_evaluations_are_logged_and_survive_a_resume(tmp_path):
     assert resumed["evals"] == straight["evals"] and resumed["losses"] == straight["losses"]
     _, loaded = train_or_load(other, data, "tiny", steps=8, progress=False)  # loading needs no val_set
     assert loaded["evals"] == straight["evals"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the device machine)")
+def test_on_a_gpu_the_callers_cuda_state_is_untouched_and_resume_is_exact(tmp_path):
+    """The CUDA side of the reseeding defect: a Trainer neither reseeds nor advances the caller's CUDA generator."""
+    cfg = tiny_cfg(tmp_path, dropout=0.2).replace(device="cuda")
+    data = tiny_data()
+
+    def trainer(run_dir):
+        torch.default_generator.manual_seed(cfg.seed)  # the CPU generator only (torch.manual_seed seeds CUDA too)
+        model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=FB).cuda()
+        return Trainer(model, data, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=3)
+
+    torch.cuda.manual_seed_all(1234)
+    torch.rand(3, device="cuda")  # the caller's CUDA generator somewhere in its stream
+    before = torch.cuda.get_rng_state()
+    straight = trainer(tmp_path / "straight")
+    assert torch.equal(torch.cuda.get_rng_state(), before)  # building reseeds nothing
+    straight.run(8, progress=False)
+    assert torch.equal(torch.cuda.get_rng_state(), before)  # dropout on the GPU used the trainer's own state
+    first = trainer(tmp_path / "resumed")
+    first.run(5, progress=False)
+    torch.cuda.manual_seed_all(99)  # another caller state must not matter
+    second = trainer(tmp_path / "resumed")
+    assert second.load() == 5
+    second.run(8, progress=False)
+    assert second.losses == straight.losses
