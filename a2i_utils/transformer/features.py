@@ -1,9 +1,11 @@
 """FFT features of the pixel transformer (paper §3.2, §4): 500 sections x 220 log-magnitude bins.
 
-A 10 s recording at 22,050 Hz is 220,500 samples = 500 sections of 441 samples (20 ms each). The real FFT
-of a 441-sample section has 221 bins, k * 50 Hz for k = 0..220. We keep bins 1..220 (50 Hz to 11,000 Hz)
-and DROP BIN 0, the DC bin: it is the section's mean, i.e. a microphone's constant offset, not sound, and
-at 0 Hz it is below anything audible. (441 is odd, so there is no Nyquist bin to drop instead.)
+The paper states only "500 vectors of 220 numbers"; the rest is our reconstruction. A 10 s recording at
+22,050 Hz is 220,500 samples = 500 sections of 441 samples (20 ms each). The real FFT of a 441-sample section
+has 221 bins, k * 50 Hz for k = 0..220. We keep bins 1..220 (50 Hz to 11,000 Hz) and DROP BIN 0, the DC bin:
+it is the section's sum (441 x its mean), which holds any constant offset of the recorder AND the sound below
+50 Hz (a 20 ms section holds less than one period of it). One bin has to go to get 220; we lose that slow
+sound with the offset. (441 is odd, so there is no Nyquist bin; the other candidate is the top bin, 11 kHz.)
 
     X[s, k] = | sum_n x[441 s + n] exp(-2 pi i k n / 441) |,   F[s, k] = log(X[s, k] + eps),   k = 1..220
 
