@@ -139,7 +139,8 @@ def features_for_pairs(pairs, cfg: Config, progress: bool = True, batch_size: in
             missing.append(i)
         else:
             out[i] = cached
-    bar = tqdm(total=len(missing), desc="FFT features", disable=not (progress and missing), leave=False)
+    bar = tqdm(total=len(missing), desc="FFT features", disable=not (progress and missing), leave=False,
+               mininterval=1.0)
     for start in range(0, len(missing), batch_size):
         idx = missing[start : start + batch_size]
         waves = np.stack([load_audio(paths[i], fcfg.sample_rate, fcfg.duration_s) for i in idx])  # (b, 220500)

@@ -314,7 +314,8 @@ class PixelTransformer(nn.Module):
         mem_kvs = self.memory_kv(self.encode(features))
         tokens = torch.full((B, self.n_pixels + 1), START, dtype=torch.long, device=features.device)  # (B, T+1)
         caches = self.new_cache(B, features) if use_cache else None
-        for pos in tqdm(range(self.n_pixels), desc="sampling pixels", disable=not progress, leave=False):
+        for pos in tqdm(range(self.n_pixels), desc="sampling pixels", disable=not progress, leave=False,
+                        mininterval=1.0):
             if use_cache:
                 logits = self.step_logits(tokens[:, pos], pos, mem_kvs, caches)  # (B, 256)
             else:

@@ -207,7 +207,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         self.model.train()
-        bar = tqdm(total=steps, initial=self.step, desc=desc, disable=not progress)
+        bar = tqdm(total=steps, initial=self.step, desc=desc, disable=not progress, mininterval=1.0)
         with torch.random.fork_rng(devices=self._cuda_devices()):  # the caller's states come back afterwards
             torch.set_rng_state(self.rng_state)
             if self.device.type == "cuda":
@@ -217,7 +217,8 @@ class Trainer:
             while self.step < steps:
                 self.losses.append(self.train_step())
                 recent = self.losses[-20:]
-                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", lr=f"{self.sched.get_last_lr()[0]:.1e}")
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}", lr=f"{self.sched.get_last_lr()[0]:.1e}",
+                                refresh=False)  # drawn by update(), at most once a second
                 bar.update(1)
                 if self.val_set is not None and self.eval_every and self.step % self.eval_every == 0:
                     self.evals.append((self.step, bits_per_dim(self.model, self.val_set)))  # no randomness used
