@@ -1,0 +1,49 @@
+"""The CLI and the distributed path: ``accelerate launch`` with 2 processes on the CPU trains and saves (tiny sizes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from a2i_utils.cli import build_parser
+from a2i_utils.soundiff.cli import overrides, parse_set
+
+TINY_SETS = ["data.per_class=3", "data.image_size=32", "imagebind.mini_vision_epochs=1",
+             "imagebind.mini_audio_epochs=1",
+             "soundiff.image_size=16", "soundiff.mini_vae_channels=(8, 8)", "soundiff.mini_unet_channels=(16, 16)",
+             "soundiff.mini_text_dim=16", "soundiff.mini_vae_steps=2", "soundiff.mini_unet_steps=2",
+             "soundiff.mini_batch=8", "soundiff.batch_size=4", "soundiff.views=1"]
+
+
+def test_train_soundiff_arguments_become_config_overrides(tmp_path):
+    args = build_parser().parse_args(["train", "soundiff", "--variant", "S", "--lora", "--steps", "7", "--lr", "1e-4",
+                                      "--resume", "latest", "--cache", str(tmp_path), "--set", "soundiff.views=8"])
+    assert (args.variant, args.steps, args.resume) == ("S", 7, "latest")
+    assert overrides(args) == {"soundiff.views": 8, "cache_dir": tmp_path, "soundiff.lr": 1e-4, "soundiff.lora": True}
+    assert parse_set(["soundiff.mini_unet_channels=(16, 16)", "soundiff.prompt_s=a photo"]) == {
+        "soundiff.mini_unet_channels": (16, 16), "soundiff.prompt_s": "a photo"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_set(["soundiff.lr"])
+
+
+def test_accelerate_launch_two_cpu_processes_trains_and_saves(tmp_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+           "no", "--dynamo_backend", "no", "-m", "a2i_utils.cli", "train", "soundiff", "--variant", "L", "--steps", "3",
+           "--checkpoint-every", "2", "--cache", str(tmp_path)]
+    for item in TINY_SETS:
+        cmd += ["--set", item]
+    env = os.environ | {"A2I_DEVICE": "cpu", "OMP_NUM_THREADS": "1", "A2I_MODE": "demo"}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 process(es)" in done.stdout
+    runs = list((tmp_path / "checkpoints" / "soundiff").glob("soundiff-L-*"))
+    assert len(runs) == 1
+    assert (runs[0] / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert len(json.loads((runs[0] / "history.json").read_text())["loss"]) == 3
+    assert (runs[0] / "checkpoint-2" / "trainable.safetensors").is_file()
