@@ -12,14 +12,11 @@ A leaf module: it imports nothing of the parts, and torch only when torch is alr
 from __future__ import annotations
 
 import gc
-import os
 import resource
 import sys
 import weakref
 from collections.abc import Iterable, MutableMapping
 from typing import Any
-
-GIB = 1024**3
 
 
 class StillReferencedError(RuntimeError):
@@ -190,13 +187,3 @@ def is_referenced(ref: weakref.ref) -> bool:
     """Whether the object behind ``ref`` is still alive after a full garbage collection."""
     gc.collect()
     return ref() is not None
-
-
-def describe_bytes(n: int | float) -> str:
-    """``4.47 GiB``-style text."""
-    return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 1024**2:.1f} MiB"
-
-
-def cpu_count() -> int:
-    """CPU cores usable by this process."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
