@@ -96,6 +96,17 @@ def test_target_dtype_is_applied_while_loading(tmp_path):
     torch.testing.assert_close(model.state_dict()[w], ref.state_dict()[w].bfloat16(), rtol=0, atol=0)
 
 
+def test_without_a_dtype_the_models_dtypes_are_kept(tmp_path):
+    """A half-precision file loaded into a float32 model gives float32 weights, as a copying load would."""
+    cfg = _cfg(tmp_path)
+    ref = _write_checkpoint(cfg)
+    path = huge_checkpoint_path(cfg)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in ref.state_dict().items()}, path)
+    model = build_empty(lambda: build_mini(cfg))
+    load_verified_weights(model, path)
+    assert {t.dtype for t in model.state_dict().values() if t.is_floating_point()} == {torch.float32}
+
+
 def test_convert_state_dict_holds_one_tensor_twice_at_most():
     sd = {"a": torch.ones(3), "b": torch.arange(4), "c": torch.zeros(2, dtype=torch.float64)}
     same = sd["a"]

@@ -151,17 +151,21 @@ def build_empty(builder: Callable[[], nn.Module]) -> nn.Module:
 
 
 def convert_state_dict(
-    sd: dict[str, torch.Tensor], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    sd: dict[str, torch.Tensor],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | dict[str, torch.dtype] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Move each tensor to ``device`` (floating ones to ``dtype``) one at a time, emptying ``sd`` as it goes.
 
-    A tensor already on that device in that dtype is kept as is (a memory-mapped one stays mapped), so at most
-    one tensor is ever held twice.
+    ``dtype`` is one dtype for all floating tensors, or one per name; None keeps the file's. A tensor already
+    on that device in that dtype is kept as is (a memory-mapped one stays mapped), so at most one tensor is
+    ever held twice.
     """
     out = {}
     for key in list(sd):
         t = sd.pop(key)
-        out[key] = t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
+        want = dtype.get(key) if isinstance(dtype, dict) else dtype
+        out[key] = t.to(device=device, dtype=want if want is not None and t.is_floating_point() else t.dtype)
     return out
 
 
@@ -179,6 +183,7 @@ def load_verified_weights(
 
     ``model`` may be built on the meta device (:func:`build_empty`): the file's tensors, converted to
     ``device``/``dtype`` one by one, become the model's tensors (``assign=True``), never a second copy.
+    ``dtype=None`` keeps the dtype of each of the model's tensors, as a copying ``load_state_dict`` would.
     The stamp holds size, modification time (ns) and SHA-256: a size change is refused, a modification time
     change (a replaced file of the same size) makes the file be hashed again, so the identity follows it.
     """
@@ -193,7 +198,8 @@ def load_verified_weights(
     sd = read_state_dict(path)
     check_state_dict(sd, model, path)
     n_tensors = len(sd)
-    model.load_state_dict(convert_state_dict(sd, device, dtype), strict=True, assign=True)
+    target = dtype if dtype is not None else {k: v.dtype for k, v in model.state_dict().items()}
+    model.load_state_dict(convert_state_dict(sd, device, target), strict=True, assign=True)
     _check_materialised(model, path)
     if stamp is None or stamp["mtime_ns"] != st.st_mtime_ns:  # new, or replaced by a same-size file: hash again
         stamp = write_stamp(path, n_tensors)
