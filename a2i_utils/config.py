@@ -36,7 +36,7 @@ class DataConfig:
 
     source: str = "synthetic"  # "synthetic" (made by a2i_utils.data.synth) or "advance" (downloaded); unused if root
     root: str = ""  # an ADVANCE-shaped folder you already have, used in place (never modified); "" = source's own
-    per_class: int = 24  # synthetic pairs per scene class
+    per_class: int = 48  # synthetic pairs per scene class (48: ~50 distinct validation recordings to measure on)
     image_size: int = 128  # side of the synthetic JPEGs (ADVANCE: 512)
     sample_rate: int = 22_050  # rate the synthetic WAVs are written at
     duration_s: float = 10.0  # length of every recording

@@ -219,4 +219,56 @@ def test_evaluate_alignment_scores_each_recording_once(cfg, embedder, tmp_path):
     m = R.evaluate_alignment(embedder, SimpleNamespace(val=val, train=train), cfg)
     assert (m["n_val"], m["n_recordings"]) == (5, 3)
     assert m["chance_R@1"] == pytest.approx(1 / 3) and m["chance_R@5"] == 1.0
-    assert m["R@5"] == 1.0  # 3 candidates only
+    # the metrics are computed on exactly the three distinct recordings and their base images
+    kept = R.one_pair_per_recording(val)
+    assert [p.id for p in kept] == ["00000", "00001", "00002"]
+    audio = E.embed_files(embedder, [p.audio_path for p in kept], "audio", cfg, progress=False)
+    image = E.embed_files(embedder, [p.image_path for p in kept], "vision", cfg, progress=False)
+    want = R.recall_at_k(R.cosine_matrix(audio, image), ks=(1, 2))
+    assert m["R@1"] == pytest.approx(want[1])
+
+
+def test_recall_refuses_non_finite_similarities():
+    """An all-NaN similarity matrix (a broken embedder) must not score R@1 = 1."""
+    for bad in (torch.full((4, 4), float("nan")), torch.eye(4).masked_fill(torch.eye(4) > 0, float("inf"))):
+        with pytest.raises(ValueError, match="non-finite"):
+            R.recall_at_k(bad, ks=(1,))
+    sim = torch.eye(3)
+    sim[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="1 non-finite"):
+        R.recall_at_k(sim)
+
+
+def test_scene_metrics_refuse_non_finite_embeddings():
+    emb = torch.randn(4, 8)
+    emb[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        R.nearest_prototype(emb, torch.randn(3, 8))
+    with pytest.raises(ValueError, match="non-finite"):
+        R.class_means(emb, torch.tensor([0, 1, 1, 2]), 3)
+
+
+def test_recordings_are_keyed_by_class_and_base_id(tmp_path):
+    """The same 5-digit id in two classes is two places, two recordings: neither may be dropped."""
+    pairs = [_pair(tmp_path, "00007", "forest"), _pair(tmp_path, "00007", "lake"), _pair(tmp_path, "00007_1", "lake")]
+    kept = R.one_pair_per_recording(pairs)
+    assert [(p.label, p.id) for p in kept] == [("forest", "00007"), ("lake", "00007")]
+
+
+def test_within_scene_retrieval_and_its_chance():
+    labels = torch.tensor([0, 0, 0, 1, 1])
+    sim = torch.tensor([[0.9, 0.1, 0.2, 0.95, 0.0],  # own image best within its scene (0.95 is another scene)
+                        [0.5, 0.4, 0.1, 0.0, 0.0],  # beaten by row 0's image
+                        [0.1, 0.1, 0.3, 0.0, 0.0],
+                        [0.0, 0.0, 0.0, 0.2, 0.3],  # beaten
+                        [0.0, 0.0, 0.0, 0.1, 0.6]])
+    w = R.within_scene_retrieval(sim, labels)
+    assert w["R@1"] == pytest.approx(3 / 5) and w["chance_R@1"] == pytest.approx((3 * (1 / 3) + 2 * 0.5) / 5)
+    # pairwise: own image above each other image of the scene: row0 2/2, row1 1/2, row2 2/2, row3 0/1, row4 1/1
+    assert w["pairwise"] == pytest.approx(6 / 8) and w["chance_pairwise"] == 0.5
+
+
+def test_scene_accuracy_interval():
+    acc, lo, hi = R.accuracy_interval(torch.tensor([1, 1, 0, 1]), torch.tensor([1, 1, 1, 1]))
+    assert acc == 0.75 and 0.2 < lo < 0.75 < hi < 1.0  # Wilson 95%: about (0.30, 0.95)
+    assert R.accuracy_interval(torch.ones(100), torch.ones(100))[1] > 0.95

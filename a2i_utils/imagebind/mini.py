@@ -3,8 +3,10 @@ built at small widths
 (``cfg.imagebind.mini_*``) and trains it the way ImageBind was made, in two stages:
 
 1. vision (and text) as a CLIP: images against the text prompts of their scene class, cross-entropy over
-   the 13 prompts with the text head's learnable logit scale (ImageBind takes this stage ready-made from
-   OpenCLIP);
+   the 13 prompts with the text head's learnable logit scale, plus (synthetic data) the same against the
+   captions that also name the place's visible detail ("... with many boats"), so that the image embedding
+   keeps more than the scene, as OpenCLIP's does (ImageBind takes this stage ready-made from OpenCLIP,
+   trained on captioned web images);
 2. audio, with vision and text frozen: InfoNCE between each recording and the embedding of its own image
    over the batch, symmetric, at ImageBind's fixed audio temperature (its audio head multiplies the unit
    embedding by 20, so ``audio @ image.T`` are the logits at temperature 1/20).
@@ -76,7 +78,19 @@ def mini_key(cfg: Config, pairs) -> str:
     ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items() if k.startswith("mini_") or k == "embed_dim"}
     data = [(p.id, p.label, p.split, sha256_file(p.image_path), sha256_file(p.audio_path))  # the bytes, not names
             for p in sorted(pairs, key=lambda p: (p.label, p.id))]
-    return cache_key("mini", MODEL_VERSION, {"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT})
+    captions = sorted(_captions(pairs).items())
+    return cache_key("mini", MODEL_VERSION, {"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT,
+                                             "captions": captions})
+
+
+def _captions(pairs) -> dict[str, str]:
+    """``{pair id: caption}`` from the synthetic trees the pairs come from (empty for other data)."""
+    from a2i_utils.data.synth import read_captions
+
+    out: dict[str, str] = {}
+    for root in {p.image_path.parents[min(2, len(p.image_path.parents) - 1)] for p in pairs}:  # <root>/vision/<c>/
+        out.update(read_captions(root))
+    return out
 
 
 def mini_checkpoint_path(cfg: Config, key: str, stage: str = "final") -> Path:
@@ -140,7 +154,9 @@ def train_mini(cfg: Config, model: nn.Module, dataset, key: str, progress: bool 
         info = load_mini_weights(model, stage1)
     else:
         t0 = time.time()
-        info = {"vision_loss": train_vision_text(model, images, labels, CLASSES, ib, cfg.seed, progress)}
+        caps = _captions(train)
+        captions = [caps[p.id] for p in train] if all(p.id in caps for p in train) else None
+        info = {"vision_loss": train_vision_text(model, images, labels, CLASSES, ib, cfg.seed, progress, captions)}
         info["vision_seconds"] = round(time.time() - t0, 1)
         save_mini(model, stage1, info)
     audio = load_audio_inputs([p.audio_path for p in train])  # (N, 3, 1, 128, 204)
@@ -192,11 +208,18 @@ def _optimise(loss: torch.Tensor, opt, sched, losses: list[float], bar) -> None:
 
 
 def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed: int,
-                      progress: bool = True) -> list[float]:
-    """Stage 1: CLIP-style cross-entropy of images against the prompts of the 13 scene classes."""
+                      progress: bool = True, captions: Sequence[str] | None = None) -> list[float]:
+    """Stage 1: CLIP-style cross-entropy of images against the prompts of the 13 scene classes.
+
+    With ``captions`` (one per image), a second cross-entropy over the distinct captions is added, so the
+    image embedding also tells apart what the captions describe.
+    """
     params = _set_trainable(model, ("vision", "text"))
     opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
-    tokens = load_text_inputs(class_prompts(classes))  # (13, 77)
+    prompts = class_prompts(classes)
+    distinct = sorted(set(captions)) if captions else []
+    tokens = load_text_inputs(prompts + distinct)  # (13 + K, 77)
+    cap_labels = torch.tensor([distinct.index(c) for c in captions]) if captions else None
     gen = torch.Generator().manual_seed(seed)
     n, bs = len(images), ib.mini_train_batch
     steps = ib.mini_vision_epochs * ((n + bs - 1) // bs)
@@ -208,8 +231,10 @@ def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed:
     for _ in range(ib.mini_vision_epochs):
         for idx in torch.randperm(n, generator=gen).split(bs):
             out = model({"vision": augment_images(images[idx], gen), "text": tokens})
-            logits = out["vision"] @ out["text"].T  # (B, 13): unit image x scaled text = cosine * logit scale
-            loss = F.cross_entropy(logits, labels[idx])
+            logits = out["vision"] @ out["text"].T  # (B, 13 + K): unit image x scaled text = cosine * logit scale
+            loss = F.cross_entropy(logits[:, : len(prompts)], labels[idx])
+            if cap_labels is not None:
+                loss = loss + F.cross_entropy(logits[:, len(prompts) :], cap_labels[idx])
             _optimise(loss, opt, sched, losses, bar)
     bar.close()
     return losses
