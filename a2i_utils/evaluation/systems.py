@@ -122,3 +122,22 @@ def table1_columns(cfg: Config, systems=("baseline", "soundiff-l", "soundiff-s")
     """The paper's Table 1 columns: (label, system, prompt), each system without and with the satellite prompt."""
     p = cfg.soundiff.prompt_s
     return [(f"{LABELS.get(s, s)}{' + prompt' if prompt else ''}", s, prompt) for s in systems for prompt in ("", p)]
+
+
+def pixel_transformer_samples(cfg: Config, dataset, pairs, seed: int | None = None,
+                              progress: bool = False) -> tuple[np.ndarray, dict]:
+    """Grayscale samples (N, s, s) uint8 of notebook 03's transformer (train split) for ``pairs``, and its history.
+
+    Loaded the way notebook 03 trains it (``train_or_load`` with the same name, data and config: found in the cache
+    after notebook 03, trained here otherwise); sampled at temperature 1 with one generator seeded ``seed``.
+    """
+    from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
+    from a2i_utils.transformer.training import build_pixel_dataset, train_or_load
+
+    norm = FeatureNormalizer().fit(features_for_pairs(dataset.train, cfg, progress=progress))  # train statistics
+    train_set = build_pixel_dataset(dataset.train, cfg, norm, progress=progress)
+    model, hist = train_or_load(cfg, train_set, "train-split", steps=cfg.transformer.steps, progress=progress)
+    feats = build_pixel_dataset(list(pairs), cfg, norm, progress=progress).features  # (N, 500, 220)
+    device = cfg.resolved_device()
+    gen = torch.Generator(device=device).manual_seed(cfg.seed if seed is None else seed)
+    return model.sample(feats.to(device), temperature=1.0, generator=gen).cpu().numpy(), hist
