@@ -23,6 +23,7 @@ from typing import Any
 MODE_ENV = "A2I_MODE"
 CACHE_ENV = "A2I_CACHE"
 DEVICE_ENV = "A2I_DEVICE"
+DATA_ROOT_ENV = "A2I_DATA_ROOT"  # an ADVANCE-shaped folder of your own (sets data.root)
 PAPER_SEED = 42
 SECTIONS = ("data", "features", "transformer", "imagebind", "soundiff")  # in the order of the course
 
@@ -298,6 +299,8 @@ def get_config(mode: str | None = None, overrides: dict[str, Any] | None = None)
         valid = ", ".join(sorted(PRESETS))
         raise ValueError(f"unknown preset {mode!r} (from {MODE_ENV} or the notebook); valid presets: {valid}")
     cfg = _apply_overrides(Config(mode=mode), PRESETS[mode])
+    if os.environ.get(DATA_ROOT_ENV):
+        cfg = _apply_overrides(cfg, {"data.root": os.environ[DATA_ROOT_ENV]})
     return _apply_overrides(cfg, overrides or {})
 
 
