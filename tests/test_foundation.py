@@ -172,3 +172,11 @@ def test_cli_bugs_are_not_hidden(monkeypatch):
     parser.set_defaults(func=broken)
     with pytest.raises(ZeroDivisionError):
         cli.main([])
+
+
+def test_data_root_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(config.DATA_ROOT_ENV, str(tmp_path))
+    assert get_config("demo").data.root == str(tmp_path)
+    assert get_config("demo", {"data.root": "/elsewhere"}).data.root == "/elsewhere"  # an explicit override wins
+    monkeypatch.delenv(config.DATA_ROOT_ENV)
+    assert get_config("demo").data.root == ""
