@@ -53,6 +53,22 @@ def test_equals_imagebind_preprocessing(tmp_path, ib_data, seconds, rate):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+def test_stereo_equals_imagebind_preprocessing(tmp_path, ib_data):
+    """ImageBind removes the mean over all channels of a clip, then its fbank reads channel 0: so must we."""
+    rate, n = 22_050, 22_050 * 10
+    t = np.arange(n) / rate
+    left = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.2  # a tone with a DC offset
+    right = 0.3 * np.random.default_rng(0).standard_normal(n) - 0.1  # noise with another offset
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], 1).astype(np.float32), rate, subtype="FLOAT")
+    theirs = ib_data.load_and_transform_audio_data([str(path)], "cpu")  # (1, 3, 1, 128, 204)
+    ours = load_audio_inputs([path])
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+    mono = tmp_path / "mono.wav"
+    sf.write(mono, ((left + right) / 2).astype(np.float32), rate, subtype="FLOAT")
+    assert (load_audio_inputs([mono]) - theirs).abs().max() > 0.1  # the channel average is not what ImageBind hears
+
+
 def test_clip_bounds_follow_imagebind_sampler():
     from pytorchvideo.data.clip_sampling import ConstantClipsPerVideoSampler
 
@@ -81,8 +97,10 @@ def test_batch_of_mixed_lengths_and_very_short_recordings():
 def test_bad_waveforms_are_refused_with_their_name():
     with pytest.raises(ValueError, match="rec.wav.*empty"):
         waveform_to_input(np.zeros(0, np.float32), "rec.wav")
-    with pytest.raises(ValueError, match="stereo.wav.*mono"):
-        waveform_to_input(np.zeros((2, 100), np.float32), "stereo.wav")
+    with pytest.raises(ValueError, match=r"cube.wav.*\(channels, T\)"):
+        waveform_to_input(np.zeros((2, 2, 100), np.float32), "cube.wav")
+    stereo = np.random.default_rng(0).standard_normal((2, 16_000)).astype(np.float32)
+    assert waveform_to_input(stereo).shape == INPUT_SHAPE
     with pytest.raises(ValueError, match="nan.wav.*NaN"):
         waveform_to_input(np.array([0.0, np.nan] * 500, np.float32), "nan.wav")
 

@@ -14,6 +14,9 @@ Length policy (``duration_s`` given): a short recording is zero-padded at the EN
 keeping its START (``crop="start"``, the default: ADVANCE files are 10 s and an over-long file usually
 has a tail of extra samples) or its centre (``crop="centre"``).
 
+Channels: :func:`load_audio` averages them (the transformer's features); :func:`load_audio_channels` keeps
+them, for ImageBind's preprocessing, which reads channel 0 after removing the mean over all channels.
+
 Decoding uses ``soundfile`` (libsndfile: no ffmpeg needed); resampling uses
 ``torchaudio.functional.resample`` (windowed sinc).
 """
@@ -53,6 +56,12 @@ def load_audio(
     if duration_s is not None:
         wave = fix_length(wave, round(duration_s * sample_rate), crop=crop)
     return wave
+
+
+def load_audio_channels(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read ``path`` as float32 (channels, n) at ``sample_rate``, every channel kept (ImageBind's input path)."""
+    wave, file_rate = read_audio(Path(path))  # (frames, channels)
+    return np.stack([resample(np.ascontiguousarray(ch), file_rate, sample_rate) for ch in wave.T])  # (C, n)
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:

@@ -3,16 +3,17 @@
 ImageBind (``imagebind.data.load_and_transform_audio_data``) turns a recording into its model input like this
 (FACTS §2):
 
-1. resample to 16 kHz (mono; Kaldi's fbank reads channel 0 only);
+1. resample every channel to 16 kHz;
 2. take 3 clips of 2 s starting at ``k (duration - 2) / 3`` for k = 0, 1, 2 (pytorchvideo's
    ConstantClipsPerVideoSampler: ``[0, duration - 2]`` cut into 3 equal steps, the last start never used), so a
    10 s file gives clips at 0, 2.67 and 5.33 s: 6 s heard, nothing after 7.33 s;
-3. per clip: subtract the mean, Kaldi fbank (128 mel bins, 25 ms hanning window, 10 ms shift, dither 0,
-   HTK-compatible), transpose to (128, frames) and pad/cut to 204 frames;
+3. per clip: subtract the mean over all its channels and samples, Kaldi fbank of channel 0 only (128 mel bins,
+   25 ms hanning window, 10 ms shift, dither 0, HTK-compatible), transpose to (128, frames), pad/cut to 204;
 4. normalise with mean -4.268 and std 9.138; stack to (3, 1, 128, 204) per recording.
 
-Multi-channel files: our reader averages the channels, where ImageBind's fbank reads channel 0 only; the two
-agree on mono files (which the equality test uses).
+Multi-channel files: we do the same (``load_audio_channels`` keeps the channels; the clip mean is taken over all
+of them, the fbank reads channel 0), so a stereo file gives ImageBind's input exactly, not that of the channel
+average (``tests/test_imagebind_audio.py`` checks it on a stereo file whose channels differ).
 
 We reproduce those steps exactly (a test compares with ImageBind's own function) with two differences
 that only matter where ImageBind fails: a recording shorter than one 25 ms frame (400 samples) is
@@ -44,6 +45,8 @@ FRAME_SHIFT_MS = 10
 FRAME_LENGTH_MS = 25
 MIN_CLIP_SAMPLES = SAMPLE_RATE * FRAME_LENGTH_MS // 1000  # 400: one Kaldi frame
 INPUT_SHAPE = (CLIPS_PER_RECORDING, 1, NUM_MEL_BINS, TARGET_LENGTH)  # one recording's model input
+PREPROCESS_VERSION = 2  # part of every embedding cache key: bump when the model input of a file changes
+# 2: multi-channel files as ImageBind reads them (mean over all channels removed, channel 0), was: channel average
 
 
 def clip_bounds(n_samples: int, sample_rate: int = SAMPLE_RATE) -> list[tuple[int, int]]:
@@ -81,27 +84,28 @@ def clip_to_fbank(clip: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.T
 
 
 def waveform_to_input(waveform: np.ndarray | torch.Tensor, name: str = "waveform") -> torch.Tensor:
-    """A 16 kHz mono waveform (T,) -> ImageBind's audio input for one recording (3, 1, 128, 204)."""
+    """A 16 kHz waveform, mono (T,) or channels-first (C, T) -> ImageBind's input for one recording (3, 1, 128, 204)."""
     wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
-    if wav.ndim != 1:
-        raise ValueError(f"{name}: expected a mono waveform of shape (T,), got shape {tuple(wav.shape)}")
+    if wav.ndim not in (1, 2):
+        raise ValueError(f"{name}: expected a waveform of shape (T,) or (channels, T), got shape {tuple(wav.shape)}")
+    wav = wav if wav.ndim == 2 else wav.unsqueeze(0)  # (C, T)
     if wav.numel() == 0:
         raise ValueError(f"{name}: the recording is empty (0 samples); ImageBind needs audio")
     if not torch.isfinite(wav).all():
         raise ValueError(f"{name}: the waveform contains NaN or infinite samples")
     wav = wav.clone()  # the in-place mean removal below must not touch the caller's array
     clips = []
-    for s, e in clip_bounds(wav.numel()):
-        view = wav[s:e]
-        view -= view.mean()  # in place on the shared waveform, exactly as ImageBind does
-        clips.append(clip_to_fbank(view))
+    for s, e in clip_bounds(wav.shape[1]):
+        view = wav[:, s:e]  # (C, clip)
+        view -= view.mean()  # over all channels, in place on the shared waveform, exactly as ImageBind does
+        clips.append(clip_to_fbank(view[0]))  # Kaldi's fbank reads channel 0
     return torch.stack(clips)  # (3, 1, 128, 204)
 
 
 def waveforms_to_batch(
     waveforms: Sequence[np.ndarray | torch.Tensor], names: Sequence[str] | None = None
 ) -> torch.Tensor:
-    """Several 16 kHz mono waveforms (of any lengths) -> one batch (B, 3, 1, 128, 204)."""
+    """Several 16 kHz waveforms, (T,) or (C, T), of any lengths -> one batch (B, 3, 1, 128, 204)."""
     names = list(names) if names is not None else [f"waveform {i}" for i in range(len(waveforms))]
     if not waveforms:
         return torch.empty(0, *INPUT_SHAPE)
@@ -109,10 +113,10 @@ def waveforms_to_batch(
 
 
 def load_audio_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
-    """Audio files -> ImageBind's input (B, 3, 1, 128, 204), read with a2i's reader at 16 kHz."""
-    from a2i_utils.data.audio import load_audio
+    """Audio files -> ImageBind's input (B, 3, 1, 128, 204), read with a2i's reader at 16 kHz, channels kept."""
+    from a2i_utils.data.audio import load_audio_channels
 
-    waveforms = [load_audio(p, SAMPLE_RATE) for p in paths]  # each float32 mono (T,)
+    waveforms = [load_audio_channels(p, SAMPLE_RATE) for p in paths]  # each float32 (C, T)
     return waveforms_to_batch(waveforms, [str(p) for p in paths])
 
 
