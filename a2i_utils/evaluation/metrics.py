@@ -19,6 +19,7 @@ statistics: their interval resamples recordings (with their images) and recomput
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -184,7 +185,9 @@ def feature_distances(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int =
     fid.update(fake, real=False)
     subset = min(len(real), len(fake), 100)
     torch.manual_seed(seed)  # KID draws its subsets with torch's global generator
-    kid = KernelInceptionDistance(feature=Precomputed(nf), subsets=kid_subsets, subset_size=subset)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid = KernelInceptionDistance(feature=Precomputed(nf), subsets=kid_subsets, subset_size=subset)
     kid.update(real, real=True)
     kid.update(fake, real=False)
     kd_mean, _ = kid.compute()

@@ -130,11 +130,6 @@ def image_tensor(paths, size: int) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (N, 3, H, W)
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> uint8 (N, H, W, 3)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-
-
 def dihedral_views(x: torch.Tensor) -> torch.Tensor:
     """The 8 flips/quarter turns of each image (N, C, H, W) -> (8, N, C, H, W): an aerial scene has no up."""
     views = [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
