@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -57,7 +59,7 @@ def test_second_run_is_served_from_the_cache(cfg, embedder, tmp_path):
     again = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=s2)
     assert (s2.hits, s2.computed) == (3, 0) and embedder.calls == 3  # the model was not run again
     torch.testing.assert_close(again, first, rtol=0, atol=0)
-    entries = sorted((cfg.embeddings_dir / "test-model" / "audio").rglob("*.safetensors"))
+    entries = sorted((cfg.embeddings_dir / "test-model" / E.run_key(embedder) / "audio").rglob("*.safetensors"))
     assert {e.stem for e in entries} == {E.file_hash(p) for p in paths}  # keyed by content hash
 
 
@@ -89,6 +91,27 @@ def test_another_model_does_not_see_these_entries(cfg, embedder, tmp_path):
     assert other.calls == 2
 
 
+def test_dtype_and_preprocessing_version_are_part_of_the_cache_key(cfg, embedder, tmp_path, monkeypatch):
+    """The same checkpoint run in another dtype, or fed by changed preprocessing, must not reuse old embeddings."""
+    from a2i_utils.imagebind import preprocess
+
+    paths = _wavs(tmp_path / "wav", 2)
+    E.embed_files(embedder, paths, "audio", cfg, progress=False)
+    half = CountingEmbedder(copy.deepcopy(embedder.model).to(torch.bfloat16), identity="test-model",
+                            dtype=torch.bfloat16)  # the same checkpoint, run in bfloat16
+    stats = E.EmbedStats()
+    E.embed_files(half, paths, "audio", cfg, progress=False, stats=stats)
+    assert (stats.hits, stats.computed) == (0, 2) and half.calls == 2
+    monkeypatch.setattr(preprocess, "PREPROCESS_VERSION", preprocess.PREPROCESS_VERSION + 1)
+    stats = E.EmbedStats()
+    E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=stats)
+    assert (stats.hits, stats.computed) == (0, 2)
+    t = E.EmbedStats()
+    E.embed_texts(embedder, ["an aerial photo of lake"], cfg, stats=t)
+    E.embed_texts(half, ["an aerial photo of lake"], cfg, stats=t)
+    assert (t.hits, t.computed) == (0, 2)
+
+
 def test_interrupted_write_leaves_no_entry(cfg, embedder, tmp_path, monkeypatch):
     import safetensors.torch
 
@@ -113,7 +136,7 @@ def test_interrupted_write_leaves_no_entry(cfg, embedder, tmp_path, monkeypatch)
 def test_damaged_entry_is_recomputed(cfg, embedder, tmp_path):
     paths = _wavs(tmp_path / "wav", 1)
     good = E.embed_files(embedder, paths, "audio", cfg, progress=False)
-    cache = E.EmbeddingCache(cfg.embeddings_dir, embedder.identity)
+    cache = E.EmbeddingCache.of(embedder, cfg)
     cache.path("audio", E.file_hash(paths[0])).write_bytes(b"garbage")
     stats = E.EmbedStats()
     again = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=stats)

@@ -1,10 +1,12 @@
 """The per-file embedding cache and the audio scale option.
 
-Each embedding is one small safetensors file, ``cfg.embeddings_dir / <model identity> / <modality> /
-<hash[:2]> / <hash>.safetensors``, keyed by the SHA-256 of the file's bytes (of the UTF-8 string for
-text) and the identity of the model (the checkpoint's hash for ``imagebind_huge``, the config+data key for
-the miniature). So a re-run only hashes files; a changed file has a new hash and is embedded again; a
-retrained model has a new identity. Entries are written to a temporary file and renamed, so an interrupted
+Each embedding is one small safetensors file, ``cfg.embeddings_dir / <model identity> / <run key> /
+<modality> / <hash[:2]> / <hash>.safetensors``, keyed by the SHA-256 of the file's bytes (of the UTF-8 string
+for text), the identity of the model (the checkpoint's hash for ``imagebind_huge``, the config+data key for
+the miniature) and the run key ``emb-v<PREPROCESS_VERSION>-<hash of the dtype>`` (:func:`run_key`). So a
+re-run only hashes files; a changed file has a new hash and is embedded again; a retrained model has a new
+identity; the same weights run in bfloat16 instead of float32, or fed by changed preprocessing, get their
+own entries. Entries are written to a temporary file and renamed, so an interrupted
 run leaves no half-written entry; an unreadable entry is treated as missing and rewritten.
 
 Embeddings are stored as ImageBind returns them (audio at norm <= 20, vision at norm 1).
@@ -26,7 +28,7 @@ from tqdm.auto import tqdm
 from a2i_utils.config import Config
 from a2i_utils.devices import cpu_threads
 from a2i_utils.imagebind.preprocess import load_audio_inputs, load_vision_inputs
-from a2i_utils.io import atomic_write, sha256_file
+from a2i_utils.io import atomic_write, cache_key, sha256_file
 
 AUDIO_SCALES = ("imagebind", "unit")
 FILE_MODALITIES = ("audio", "vision")
@@ -52,11 +54,24 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class EmbeddingCache:
-    """Per-item embeddings of one model under ``root / identity``, one safetensors file each."""
+def run_key(embedder) -> str:
+    """What else decides an embedding besides the weights: the preprocessing version and the model's dtype."""
+    from a2i_utils.imagebind import preprocess
 
-    def __init__(self, root: str | Path, identity: str) -> None:
-        self.root = Path(root) / identity
+    dtype = str(embedder.dtype).removeprefix("torch.")
+    return cache_key("emb", preprocess.PREPROCESS_VERSION, {"dtype": dtype})
+
+
+class EmbeddingCache:
+    """Per-item embeddings of one model under ``root / identity / run``, one safetensors file each."""
+
+    def __init__(self, root: str | Path, identity: str, run: str = "") -> None:
+        self.root = Path(root) / identity / run if run else Path(root) / identity
+
+    @classmethod
+    def of(cls, embedder, cfg: Config) -> EmbeddingCache:
+        """The cache of ``embedder`` (its identity and :func:`run_key`) under ``cfg.embeddings_dir``."""
+        return cls(cfg.embeddings_dir, embedder.identity, run_key(embedder))
 
     def path(self, modality: str, key: str) -> Path:
         """Where the embedding of ``key`` lives."""
@@ -104,7 +119,7 @@ def embed_files(
         raise ValueError(f"embed_files: modality must be one of {FILE_MODALITIES}, got {modality!r}")
     stats = stats if stats is not None else EmbedStats()
     t0 = time.time()
-    cache = EmbeddingCache(cfg.embeddings_dir, embedder.identity)
+    cache = EmbeddingCache.of(embedder, cfg)
     paths = [Path(p) for p in paths]
     for p in paths:
         if not p.is_file():
@@ -133,7 +148,7 @@ def embed_files(
 def embed_texts(embedder, texts: Sequence[str], cfg: Config, stats: EmbedStats | None = None) -> torch.Tensor:
     """Text embeddings (N, D), from the cache where possible."""
     stats = stats if stats is not None else EmbedStats()
-    cache = EmbeddingCache(cfg.embeddings_dir, embedder.identity)
+    cache = EmbeddingCache.of(embedder, cfg)
     keys = [text_hash(t) for t in texts]
     found = {k: e for k in dict.fromkeys(keys) if (e := cache.get("text", k)) is not None}
     todo = [t for t, k in dict(zip(texts, keys)).items() if k not in found]

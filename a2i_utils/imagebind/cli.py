@@ -49,7 +49,7 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
 def run(args: argparse.Namespace) -> int:
     """Embed the files, print what was done; exit status 1 when nothing could be embedded or a path was bad."""
     from a2i_utils.config import get_config
-    from a2i_utils.imagebind.cache import EmbedStats, embed_files
+    from a2i_utils.imagebind.cache import EmbeddingCache, EmbedStats, embed_files
     from a2i_utils.imagebind.embedder import load_imagebind
 
     cfg = get_config(args.mode, {"cache_dir": args.cache} if args.cache else None)
@@ -67,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
             stats = EmbedStats()
             embed_files(embedder, files, modality, cfg, stats=stats)
             print(f"{modality}: {len(files)} files -> {stats} in {stats.seconds:.1f} s")
-    print(f"cache: {cfg.embeddings_dir / embedder.identity}")
+    print(f"cache: {EmbeddingCache.of(embedder, cfg).root}")
     return 1 if problems else 0
