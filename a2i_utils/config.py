@@ -107,6 +107,7 @@ class ImageBindConfig:
     mini_audio_epochs: int = 30
     mini_train_batch: int = 32
     mini_lr: float = 1e-3
+    mini_mask_same_recording: bool = True  # InfoNCE: a `_k` view of my recording is not a negative (False: old way)
     cpu_threads: int = 1  # torch threads for CPU training/embedding (0: torch's default; 1 is fastest when shared)
 
 

@@ -279,3 +279,68 @@ def test_model_version_is_part_of_the_mini_key(tmp_path, monkeypatch):
     assert M.mini_key(cfg, pairs) == key
     monkeypatch.setattr(M, "MODEL_VERSION", M.MODEL_VERSION + 1)
     assert M.mini_key(cfg, pairs) != key
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The audio stage: InfoNCE without false negatives, and a frozen vision tower
+# ----------------------------------------------------------------------------------------------------------
+def test_infonce_masks_other_pairs_of_the_same_recording():
+    """`_k` pairs share their recording: a copy of my recording in the batch is not a negative for me."""
+    from a2i_utils.imagebind.mini import infonce
+
+    torch.manual_seed(0)
+    audio = torch.randn(4, 8)
+    audio[1] = audio[0]  # pairs 0 and 1: one recording, two images (a base id and its `_k` view)
+    groups = torch.tensor([0, 0, 1, 2])
+
+    def grad_of_first(image):
+        a = audio.clone().requires_grad_(True)
+        infonce(a, image, groups).backward()
+        return a.grad[0]
+
+    image = torch.randn(4, 8)
+    moved = image.clone()
+    moved[1] += 5.0  # only the other view of the same recording changes
+    torch.testing.assert_close(grad_of_first(image), grad_of_first(moved), rtol=0, atol=0)
+    distinct = torch.arange(4)
+    a, v = torch.randn(4, 8), torch.randn(4, 8)
+    logits = a @ v.T
+    want = 0.5 * (torch.nn.functional.cross_entropy(logits, distinct)
+                  + torch.nn.functional.cross_entropy(logits.T, distinct))
+    torch.testing.assert_close(infonce(a, v, distinct), want)  # all recordings distinct: plain InfoNCE
+
+
+def test_recording_groups_key_by_class_and_base_id(tmp_path):
+    from a2i_utils.data import Pair
+    from a2i_utils.imagebind.mini import recording_groups
+
+    def pair(pid, label):
+        return Pair(pid, pid.split("_")[0], label, tmp_path / f"{pid}.png", tmp_path / "x.wav", "train")
+
+    pairs = [pair("00001", "forest"), pair("00001_1", "forest"), pair("00001", "lake"), pair("00002", "lake")]
+    assert recording_groups(pairs).tolist() == [0, 0, 1, 2]
+
+
+def test_vision_and_text_towers_stay_frozen_in_the_audio_stage(tmp_path):
+    from a2i_utils.imagebind.mini import embed_in_batches, train_audio
+
+    cfg = _cfg(tmp_path, **{"imagebind.mini_audio_epochs": 2, "imagebind.mini_train_batch": 4})
+    torch.manual_seed(0)
+    model = build_mini(cfg)
+    images, audio = torch.randn(8, 3, 224, 224), torch.randn(8, 3, 1, 128, 204)
+    with torch.no_grad():
+        model.eval()
+        targets = embed_in_batches(model, "vision", images, 4)  # (8, D)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train_audio(model, audio, targets, cfg.imagebind, seed=0, progress=False, groups=torch.arange(8))
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    audio_parts = tuple(f"modality_{part}.audio." for part in ("preprocessors", "trunks", "heads", "postprocessors"))
+    assert changed and all(k.startswith(audio_parts) for k in changed), sorted(changed)[:5]
+    assert any(k.startswith("modality_trunks.audio") for k in changed)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]  # what the optimiser was given
+    assert trainable and all(n.startswith(audio_parts) for n in trainable), [n for n in trainable
+                                                                          if not n.startswith(audio_parts)][:5]
+    with torch.no_grad():
+        model.eval()
+        torch.testing.assert_close(embed_in_batches(model, "vision", images, 4), targets, rtol=0, atol=0)

@@ -9,7 +9,9 @@ built at small widths
    trained on captioned web images);
 2. audio, with vision and text frozen: InfoNCE between each recording and the embedding of its own image
    over the batch, symmetric, at ImageBind's fixed audio temperature (its audio head multiplies the unit
-   embedding by 20, so ``audio @ image.T`` are the logits at temperature 1/20).
+   embedding by 20, so ``audio @ image.T`` are the logits at temperature 1/20). ``_k`` pairs reuse their
+   base id's recording: other pairs of the same recording in a batch are masked out of the logits (with
+   ``imagebind.mini_mask_same_recording``), never counted as negatives.
 
 The trained weights are saved as safetensors under ``cfg.checkpoints_dir`` keyed by the config and the
 data, and reused; a finished stage 1 is kept, so an interrupted run resumes at stage 2.
@@ -164,7 +166,8 @@ def train_mini(cfg: Config, model: nn.Module, dataset, key: str, progress: bool 
         model.eval()
         targets = embed_in_batches(model, "vision", images, ib.batch_size)  # (N, D), unit norm, frozen
     t0 = time.time()
-    info["audio_loss"] = train_audio(model, audio, targets, ib, cfg.seed, progress)
+    groups = recording_groups(train) if ib.mini_mask_same_recording else None
+    info["audio_loss"] = train_audio(model, audio, targets, ib, cfg.seed, progress, groups)
     info["audio_seconds"] = round(time.time() - t0, 1)
     save_mini(model, mini_checkpoint_path(cfg, key), info)
     return info
@@ -240,18 +243,33 @@ def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed:
     return losses
 
 
-def infonce(audio: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE; ``audio`` (B, D) already carries ImageBind's scale 20 (= 1/temperature)."""
+def recording_groups(pairs) -> torch.Tensor:
+    """(N,) index of each pair's recording, (class, base id): a base id and its ``_k`` views share one."""
+    index: dict[tuple[str, str], int] = {}
+    return torch.tensor([index.setdefault((p.label, p.base_id), len(index)) for p in pairs])
+
+
+def infonce(audio: torch.Tensor, image: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE; ``audio`` (B, D) already carries ImageBind's scale 20 (= 1/temperature).
+
+    ``groups`` (B,): the recording of each pair. The other pairs of the same recording (a ``_k`` view and its
+    base) are false negatives, so their logits are masked out in both directions.
+    """
     logits = audio @ image.T  # (B, B): 20 * cosine
     target = torch.arange(len(audio))
+    if groups is not None:
+        same = groups[:, None] == groups[None, :]  # (B, B)
+        logits = logits.masked_fill(same & ~torch.eye(len(audio), dtype=torch.bool), float("-inf"))
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress: bool = True) -> list[float]:
+def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress: bool = True,
+                groups: torch.Tensor | None = None) -> list[float]:
     """Stage 2: the audio tower against the frozen image embeddings of the same pairs, InfoNCE over the batch.
 
     Each step uses one random clip of the 3 per recording (a cheap augmentation, 3x faster); the model
-    averages all 3 at inference, as ImageBind does.
+    averages all 3 at inference, as ImageBind does. ``groups`` (N,): each pair's recording (see
+    :func:`infonce`); None treats every pair as its own recording.
     """
     params = _set_trainable(model, ("audio",))
     opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
@@ -267,7 +285,7 @@ def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress:
         for idx in torch.randperm(n, generator=gen).split(bs):
             clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
             x = audio[idx, clip].unsqueeze(1)  # (B, 1, 1, 128, 204): one clip per recording
-            loss = infonce(model({"audio": x})["audio"], targets[idx])
+            loss = infonce(model({"audio": x})["audio"], targets[idx], None if groups is None else groups[idx])
             _optimise(loss, opt, sched, losses, bar)
     bar.close()
     return losses
