@@ -78,8 +78,11 @@ def test_identical_files_are_embedded_once(cfg, embedder, tmp_path):
     (p,) = _wavs(tmp_path / "wav", 1)
     copy = tmp_path / "wav" / "00000_1.wav"
     copy.write_bytes(p.read_bytes())  # an ADVANCE `_k` file reuses its base id's recording
-    out = E.embed_files(embedder, [p, copy], "audio", cfg, progress=False)
+    stats = E.EmbedStats()
+    out = E.embed_files(embedder, [p, copy], "audio", cfg, progress=False, stats=stats)
     assert embedder.calls == 1
+    assert (stats.computed, stats.duplicates, stats.hits) == (1, 1, 0)  # one computed, one copy of it
+    assert str(stats) == "2 embeddings: 0 from the cache, 1 computed, 1 copy of an identical file"
     torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)
 
 

@@ -36,14 +36,24 @@ FILE_MODALITIES = ("audio", "vision")
 
 @dataclass
 class EmbedStats:
-    """What one call did: cache hits, embeddings computed, seconds."""
+    """What one call did: cache hits, embeddings computed, copies of files with identical bytes, seconds.
+
+    A ``_k`` pair's recording is a byte copy of its base id's: it is computed once, and the copy counts in
+    ``duplicates``, not in ``computed``.
+    """
 
     hits: int = 0
     computed: int = 0
+    duplicates: int = 0
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        return f"{self.hits + self.computed} embeddings: {self.hits} from the cache, {self.computed} computed"
+        total = self.hits + self.computed + self.duplicates
+        text = f"{total} embeddings: {self.hits} from the cache, {self.computed} computed"
+        if self.duplicates:
+            copies = "copy of an identical file" if self.duplicates == 1 else "copies of identical files"
+            text += f", {self.duplicates} {copies}"
+        return text
 
 
 file_hash = sha256_file  # SHA-256 hex digest of a file's bytes (the cache key of a file)
@@ -138,7 +148,8 @@ def embed_files(
         for (k, p), e in zip(chunk, out):
             cache.put(modality, k, e, source=p.name)
             found[k] = e
-    stats.computed += sum(1 for k in keys if k in todo)
+    stats.computed += len(todo)
+    stats.duplicates += sum(1 for k in keys if k in todo) - len(todo)
     stats.seconds += time.time() - t0
     if not keys:
         return torch.empty(0, embedder.embed_dim)
@@ -157,7 +168,8 @@ def embed_texts(embedder, texts: Sequence[str], cfg: Config, stats: EmbedStats |
             found[text_hash(t)] = e
             cache.put("text", text_hash(t), e, source=t[:200])
     stats.hits += len(keys) - sum(1 for t in texts if t in todo)
-    stats.computed += sum(1 for t in texts if t in todo)
+    stats.computed += len(todo)
+    stats.duplicates += sum(1 for t in texts if t in todo) - len(todo)
     return torch.stack([found[k] for k in keys]) if keys else torch.empty(0, embedder.embed_dim)
 
 
