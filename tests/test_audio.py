@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from a2i_utils.data.audio import AudioError, SilentAudioWarning, fix_length, load_audio
+from a2i_utils.data.audio import AudioError, SilentAudioWarning, fix_length, load_audio, load_audio_channels
 
 SR = 22_050
 
@@ -152,3 +152,19 @@ def test_truncated_compressed_files_raise(tmp_path, fmt, ext):
         assert str(path) in str(err)
     else:  # an Ogg stream cut between pages decodes as a shorter, valid recording
         assert fmt == "OGG" and 0 < len(x) < 2 * SR and np.isfinite(x).all()
+
+
+def test_load_audio_channels_keeps_each_channel(tmp_path):
+    """ImageBind's path keeps the channels (resampled one by one); load_audio averages them."""
+    rate, n = 44_100, 44_100 * 2
+    t = np.arange(n) / rate
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 500 * t), 0.5 * np.sin(2 * np.pi * 2000 * t)], 1).astype(np.float32)
+    path = tmp_path / "two.flac"
+    sf.write(path, stereo, rate)
+    chans = load_audio_channels(path, 16_000)
+    assert chans.shape == (2, 32_000) and chans.dtype == np.float32
+    peaks = [np.argmax(np.abs(np.fft.rfft(c))) * 16_000 / 32_000 for c in chans]  # Hz
+    assert peaks == [500, 2000]
+    np.testing.assert_allclose(chans.mean(0), load_audio(path, 16_000), atol=1e-5)
+    with pytest.raises(AudioError, match="nothing.wav"):
+        load_audio_channels(tmp_path / "nothing.wav", 16_000)
