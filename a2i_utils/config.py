@@ -153,17 +153,17 @@ class SounDiffConfig:
     eval_seeds: int = 4  # images per held-out recording when measuring scene accuracy
     # The miniature UnCLIP of demo mode (model="mini"): sizes and pretraining, chosen on this CPU (notebook 05)
     mini_vae_channels: tuple = (16, 32, 32)  # x4 downsampling: 32 px -> 8 x 8 x 4 latents
-    mini_vae_steps: int = 600
+    mini_vae_steps: int = 300
     mini_unet_channels: tuple = (32, 64)
     mini_text_dim: int = 32  # width of the tiny CLIP text encoder (cross-attention dim)
-    mini_unet_steps: int = 1800
+    mini_unet_steps: int = 1200
     mini_batch: int = 64
     mini_lr: float = 2e-3
     mini_ema: float = 0.995  # EMA decay of the pretrained U-Net's weights
     mini_max_noise_level: int = 500  # unCLIP embedding noise augmentation in pretraining: levels 0..this
     mini_cond_dropout: float = 0.1  # pretraining: share of samples with the condition dropped (for guidance)
     # The scene classifier that measures whether an image shows its recording's scene (a2i_utils.evaluation)
-    clf_steps: int = 600
+    clf_steps: int = 300
     clf_lr: float = 3e-3
 
 
@@ -231,8 +231,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "soundiff.lr": 1e-3,
         "soundiff.lr_end": 1e-4,
         "soundiff.batch_size": 64,
-        "soundiff.steps": 400,
-        "soundiff.steps_s": 150,
+        "soundiff.steps": 300,
+        "soundiff.steps_s": 100,
         "soundiff.cond_dropout": 0.1,
         "soundiff.views": 8,
         "soundiff.checkpoint_every": 100,

@@ -294,8 +294,9 @@ assert all(mv < me for _, mv, me, _ in rows[1:])  # the model predicts v; v and 
 print("the pretrained U-Net is closer to v than to eps at every t >= 250:", True)
 
 # %% [markdown]
-# The table reads: the pretrained model's error against $v$ is small; against $\epsilon$ it is large at small and
-# middle $t$, where $v$ and $\epsilon$ differ most ($v - \epsilon$ grows as $\bar\alpha_t \to 1$). An epsilon loss
+# The table reads: the pretrained model's error against $v$ is small; against $\epsilon$ it stays large. The two
+# targets agree only at small $t$ ($\bar\alpha_t \to 1$ gives $v \to \epsilon$) and part as $t$ grows (at $t \to T$,
+# $v \to -x_0$: the model must say what the *image* is, which is where the condition matters most). An epsilon loss
 # would therefore start by pushing the U-Net away from what it was pretrained to do, and the sampler, which still
 # reads the output as $v$, would decode the wrong thing. The paper's code also noised with
 # `EulerDiscreteScheduler.add_noise` ($x_0 + \sigma_t \epsilon$, unscaled) while sampling feeds scaled inputs; here
