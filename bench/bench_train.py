@@ -251,6 +251,8 @@ def run_one(args) -> dict:
 
 def options_for(args, device: str) -> list[str]:
     """The options to time: all, minus compiled on the CPU unless --compile."""
+    if args.options == "none":  # e.g. --pipeline alone
+        return []
     chosen = args.options.split(",") if args.options else list(OPTIONS)
     if not device.startswith("cuda") and not args.compile:
         chosen = [o for o in chosen if o != "ours_compiled"]
@@ -263,7 +265,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=None, help="default: 64 (demo) / 4 (full)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 10 demo / 10 full / 2 smoke)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--options", default=None, help=f"comma-separated subset of {','.join(OPTIONS)}")
+    parser.add_argument("--options", default=None, help=f"comma-separated subset of {','.join(OPTIONS)}, or none")
     parser.add_argument("--compile", action="store_true", help="also time ours_compiled on the CPU")
     parser.add_argument("--pipeline", action="store_true", help="also sample from and save/load the dry-run pipeline")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps: check the script works")
@@ -286,8 +288,9 @@ def main() -> None:
              f"{'threads ' + str(args.threads) if device == 'cpu' else ''}"]
     results = []
     baseline = None
-    m = build_models(args.preset, args.smoke, device) if device != "cpu" else None  # GPU: built once, in-process
-    for option in options_for(args, device):
+    options = options_for(args, device)
+    m = build_models(args.preset, args.smoke, device) if device != "cpu" and options else None  # GPU: built once
+    for option in options:
         if device == "cpu":  # each option in its own process, for its own peak RSS
             cmd = [sys.executable, __file__, "--only", option, "--preset", args.preset, "--batch", str(args.batch),
                    "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", device,
@@ -306,7 +309,7 @@ def main() -> None:
         results.append(res)
         print(f"{res['option']:<14} {res['samples_per_s']:>9.2f} samples/s  peak {res['peak_gib']:>6.2f} GiB  "
               f"trainable {res['trainable_m']:>8.2f} M  (warm-up {res['warmup_s']} s)", flush=True)
-    if device == "cpu":
+    if device == "cpu" and results:
         baseline = _baseline_rss_gib()
         lines.append(f"# CPU peak = the process's peak resident set; importing torch+diffusers alone: {baseline} GiB")
     by = {r["option"]: r for r in results}

@@ -36,14 +36,15 @@ gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
 print(f"gpu_check: python {platform.python_version()}, torch {torch.__version__}, {gpu}")
 PY
 if [ -n "$SMOKE" ]; then
-    step train_b4 300 $PY bench/bench_train.py --preset full --smoke --pipeline
+    step train_b4 300 $PY bench/bench_train.py --preset full --smoke
+    step pipeline 120 $PY bench/bench_train.py --preset full --smoke --options none --pipeline
     step train_b16 200 $PY bench/bench_train.py --preset full --smoke --batch 8 --options ours  # compile: GPU only
     step pixel_transformer 200 $PY bench/bench_sampling.py --preset demo --images 2 --train-steps 1
 else
-    step train_b4 240 $PY bench/bench_train.py --preset full --batch 4 --steps 10 \
-        --options paper,ours,ckpt,adafactor,lora --pipeline
-    step train_b16 200 $PY bench/bench_train.py --preset full --batch 16 --steps 8 --options ours,ours_compiled
-    step pixel_transformer 60 $PY bench/bench_sampling.py --preset full
-    step imagebind_huge 60 $PY bench/bench_embed.py --preset full --recordings 64 --repeats 2
+    step train_b4 210 $PY bench/bench_train.py --preset full --batch 4 --steps 10 --options paper,ours,ckpt,adafactor,lora
+    step pipeline 120 $PY bench/bench_train.py --preset full --options none --pipeline
+    step pixel_transformer 45 $PY bench/bench_sampling.py --preset full
+    step imagebind_huge 45 $PY bench/bench_embed.py --preset full --recordings 64 --repeats 2
+    step train_b16 150 $PY bench/bench_train.py --preset full --batch 16 --steps 8 --options ours,ours_compiled
 fi
 echo "results in $OUT"; cat "$OUT/summary.txt"
