@@ -222,3 +222,10 @@ def test_cli_synth_refuses_a_foreign_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "mine" in err and "synthetic.json" in err and "refusing" in err
     assert (mine / "thesis.tex").read_text() == "do not delete" and len(list(mine.iterdir())) == 1
+
+
+def test_read_captions_names_a_damaged_file(tmp_path):
+    assert synth.read_captions(tmp_path) == {}  # no synthetic.json (real data): no captions
+    (tmp_path / "synthetic.json").write_text('{"pairs": ')
+    with pytest.raises(ValueError, match=r"synthetic.json: not a readable"):
+        synth.read_captions(tmp_path)
