@@ -82,7 +82,7 @@ class TransformerConfig:
     grad_clip: float = 1.0
     overfit_pairs: int = 20  # the paper's overfitting experiment: 20 pairs of one scene
     overfit_steps: int = 250  # demo: the loss is ~0 by then (notebook 03 prints how many images it redraws)
-    steps: int = 200  # training on the whole training split (demo: until the held-out loss flattens)
+    steps: int = 300  # training on the whole training split (notebook 03 prints whether the held-out loss flattened)
 
 
 @dataclass(frozen=True)

@@ -385,8 +385,9 @@ print(f"one {SIDE}x{SIDE} image (untrained model): {timings[True]:.2f} s with th
 # 8 bits is a uniform guess over 256 intensities.
 #
 # **The learning-rate schedule is ours, not the paper's.** The paper warms up linearly "to $10^{-7}$ in 300 batch
-# steps" and "decays proportionally afterwards". A peak of $10^{-7}$ barely moves Adam's weights in thousands of
-# steps, so we warm up linearly to a usual transformer peak (`transformer.lr`) over `warmup_steps` (the paper's
+# steps" and "decays proportionally afterwards". Adam moves each weight by about the learning rate per step at
+# most, so even 5,000 steps at $10^{-7}$ move a weight by at most $5 \cdot 10^{-4}$: it would barely train. So we
+# warm up linearly to a usual transformer peak (`transformer.lr`) over `warmup_steps` (the paper's
 # 300 in the full preset) and then decay as $\sqrt{\text{warmup}/\text{step}}$ (Vaswani et al.);
 # `transformer.lr_decay = "inverse"` decays as warmup/step instead, the closer reading of "proportionally".
 
@@ -622,7 +623,7 @@ print(f"(b) all {len(train_set)} training pairs for {full_hist['step']} steps: t
       f"({'flat' if flat else 'still falling'} over the last {step_now - step_then} steps), against "
       f"{unigram_bits:.2f} for the intensity histogram and 8 for a uniform guess.")
 print(f"    control: the own sound is worth {gain:.3f} bits/pixel, the neighbours and image statistics "
-      f"{neighbours:.2f}: the sound contributes {gain / neighbours:.0%} as much as the neighbours.")
+      f"{neighbours:.2f}: the sound contributes {gain / neighbours:.1%} as much as the neighbours.")
 
 # %% [markdown]
 # **Works: fitting the recordings of one scene (the paper's first experiment).** The model redraws the fitted
@@ -635,10 +636,9 @@ print(f"    control: the own sound is worth {gain:.3f} bits/pixel, the neighbour
 # understanding the sound: a few sounds are mapped to a few pictures, and nothing here says the model would
 # draw a sensible airport for a recording it has not heard (experiment (b) asks that).
 #
-# **Why one pair per recording.** An earlier version of this notebook took the first 20 airport *pairs*, which
-# included `_k` images sharing a recording with another pair: identical features, different pictures. Its only
-# "misses" were exactly those: for such a sound the model drew the other image of the same recording. No model
-# can do better there, since the sound cannot tell the images apart.
+# **Why one pair per recording.** Taking the first airport *pairs* instead would include `_k` images that share a
+# recording with another pair: identical features, different pictures. For such a sound the model can at best
+# draw one of the images, and any miss there would say nothing about the model: the sound cannot tell them apart.
 #
 # **Does not work: the whole training split (the paper's second experiment).** The held-out loss falls below
 # the intensity histogram (asserted above), and the printed check says whether it has flattened within the demo
