@@ -209,6 +209,7 @@ def pipeline_check(device: str, smoke: bool, folder: Path) -> dict:
     else:
         pipe, size, d = dry_run_pipeline(device, dtype), 768, 1024
     out = {}
+    generate(pipe, torch.randn(1, d), n=1, steps=2, guidance=10.0, size=size)  # warm-up: kernels, allocator
     for n in (1, 4):
         emb = torch.randn(n, d)
         _sync(device)
@@ -337,7 +338,8 @@ def main() -> None:
     if os.environ.get("OUT"):
         out = Path(os.environ["OUT"])
         out.mkdir(parents=True, exist_ok=True)
-        name = f"bench_train-{args.preset}{'-smoke' if args.smoke else ''}"
+        name = f"bench_train-{args.preset}{'-smoke' if args.smoke else ''}-b{args.batch}" + (
+            "-pipeline" if args.options == "none" else "")
         (out / f"{name}.txt").write_text(text + "\n")
         (out / f"{name}.json").write_text(json.dumps(summary, indent=1))
 
