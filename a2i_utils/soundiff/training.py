@@ -394,7 +394,10 @@ def load_or_finetune(cfg: Config, variant: Variant, pipe, dataset, embedder, res
     folder = run_dir(cfg, key)
     if (folder / "history.json").is_file():
         print(f"Found fine-tuned {key}, loading")
-        history = json.loads((folder / "history.json").read_text())
+        try:
+            history = json.loads((folder / "history.json").read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CheckpointError(f"{folder / 'history.json'}: unreadable ({err}); delete {folder} to retrain") from err
     else:
         data = prepare_training_data(cfg, pipe, pairs, embedder, progress=progress)
         with cpu_threads(cfg.soundiff.cpu_threads):
