@@ -256,3 +256,22 @@ def test_full_size_configs_build_on_meta_with_the_expected_parameter_counts():
     unet = mods["unet"].config
     assert unet.projection_class_embeddings_input_dim == 2 * CONFIGS["image_normalizer"]["embedding_dim"] == 2048
     assert CONFIGS["scheduler"]["prediction_type"] == "v_prediction"
+
+
+def test_full_mode_loader_reads_a_saved_pipeline_and_attaches_the_stand_in(tmp_path):
+    """The full-mode path (from_pretrained with cache_dir, image_encoder=None, stand-in) on a local folder, offline."""
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    from a2i_utils.soundiff.pipeline import load_pipeline
+
+    pipe = tiny_pipe()
+    saved = StableUnCLIPImg2ImgPipeline(**(pipe.components | {"image_encoder": None}))
+    saved.save_pretrained(tmp_path / "sd21-unclip-like")
+    folder = str(tmp_path / "sd21-unclip-like")
+    cfg = get_config("full", {"cache_dir": tmp_path / "cache", "soundiff.pretrained_id": folder, "device": "cpu"})
+    loaded = load_pipeline(cfg)
+    assert isinstance(loaded.image_encoder, ImageEncoderStandIn) and loaded.unet.dtype == torch.float32  # CPU: fp32
+    emb = torch.randn(1, D)
+    a = generate(pipe, emb, n=1, seed=0, steps=2, guidance=2.0)
+    b = generate(loaded, emb, n=1, seed=0, steps=2, guidance=2.0)
+    assert np.array_equal(a, b)
