@@ -9,9 +9,17 @@
 # %% [markdown]
 # # 04. ImageBind: one embedding space for sounds and images
 # SounDiff (paper §3.3) never trains an audio encoder of its own: it turns each recording into a 1024-d
-# ImageBind embedding and hands it to Stable Diffusion UnCLIP *as if it were an image embedding*. This works
-# only because ImageBind trained its audio encoder to land where its (frozen) image encoder puts the matching
-# image. Here we build that bridge, measure how good it is, and use it to examine the data.
+# ImageBind embedding and hands it to Stable Diffusion UnCLIP *as if it were an image embedding*. Two facts
+# make that possible:
+# 1. ImageBind's image encoder is **OpenCLIP ViT-H/14**, taken ready-made and kept frozen; its audio encoder
+#    was trained (InfoNCE on video frames and their sound) to land where that frozen encoder puts the
+#    matching image;
+# 2. Stable Diffusion 2.1 UnCLIP (the "h" variant) was trained to draw an image from the image embedding of
+#    **the same OpenCLIP ViT-H** encoder (1024-d).
+#
+# So an ImageBind audio embedding lives in the very space UnCLIP's U-Net was conditioned on, and can stand in
+# for an image embedding; notebook 05 fine-tunes the U-Net to close the remaining gap. Here we build the
+# bridge, measure how good it is, and use it to examine the data.
 #
 # **What you will learn**
 # - how ImageBind turns a recording into its input: 16 kHz, 3 clips of 2 s, Kaldi log-mel fbanks of
@@ -20,8 +28,9 @@
 #   (demo mode trains a miniature `ImageBindModel` that way, on the CPU, in a few minutes at most);
 # - the **scale question**: audio embeddings come out at norm 20, image embeddings at norm 1;
 # - how to measure the bridge: the audio-by-image similarity matrix, retrieval recall R@1/R@5, scene
-#   classification from audio;
-# - how to use it to examine the data: which training pairs do not look like they sound?
+#   classification from audio with its confusion matrix and confidence interval, and retrieval *within* a
+#   scene (does a recording find its own place, not only its scene?);
+# - how to use it to examine the data: which training pairs do not look like they sound, and why?
 
 # %% tags=["install"]
 # Install a2i when it is missing (Colab, a fresh kernel). After `make demo` or `make test` it is installed
@@ -45,6 +54,7 @@ if importlib.util.find_spec("a2i_utils") is None:
 import json
 import os
 import time
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -57,12 +67,15 @@ from a2i_utils.compat import import_imagebind_data
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import CLASSES, load_image, prepare_dataset
 from a2i_utils.data.audio import load_audio
+from a2i_utils.data.synth import RECIPES
 from a2i_utils.imagebind import preprocess as iba
 from a2i_utils.imagebind.cache import EmbedStats, embed_files, embed_texts, scale_audio
 from a2i_utils.imagebind.embedder import load_imagebind
 from a2i_utils.imagebind.preprocess import class_prompts
 from a2i_utils.imagebind.retrieval import (
+    accuracy_interval,
     class_means,
+    confusion_matrix,
     cosine_matrix,
     evaluate_alignment,
     nearest_prototype,
@@ -85,13 +98,18 @@ print(cfg.imagebind)
 
 # %% [markdown]
 # ## 1. The pairs
-# The same dataset and split as notebook 01 (made or downloaded into the cache if missing). Everything we
-# *measure* in this notebook uses the validation pairs, which the miniature never saw.
+# The same dataset and split as notebook 01 (made or downloaded into the cache if missing). The measurements
+# of the bridge (sections 5-7) use the validation pairs, which the miniature never saw; section 8 examines
+# the *training* pairs, to find bad ones in the data a generator would learn from.
 
 # %%
-ds = prepare_dataset(cfg)  # made (or downloaded) on the first run, with a progress bar
+t0 = time.time()
+ds = prepare_dataset(cfg, progress=False)  # made (or downloaded) on the first run: ~30 s in demo mode
 val = sorted(ds.val, key=lambda p: (CLASSES.index(p.label), p.id))  # grouped by scene for the plots
 train = ds.train
+print(f"dataset ready in {time.time() - t0:.0f} s")
+meta_path = ds.root / "synthetic.json"  # demo: what went into every recording (absent for real data)
+meta = json.loads(meta_path.read_text())["pairs"] if meta_path.is_file() else {}
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -188,20 +206,26 @@ print("shape:", tuple(ours.shape), "| ImageBind's own preprocessing gives the sa
 # **Demo mode** cannot download it, so it builds the *same class*, `ImageBindModel`, at small widths and
 # trains it the way ImageBind came to be:
 # 1. *vision and text*, CLIP-style: each image against the prompts "an aerial photo of {class}" of the 13
-#    scenes, cross-entropy over the prompts with the text head's learnable logit scale (ImageBind takes this
-#    stage ready-made from OpenCLIP);
+#    scenes, and against the captions that also name the place's visible detail ("an aerial photo of harbour
+#    with many boats", written by the synthetic world), cross-entropy over each with the text head's
+#    learnable logit scale. ImageBind takes this stage ready-made from OpenCLIP, trained on captioned web
+#    images; the captions are what make an image embedding say more than the scene;
 # 2. *audio*, with vision frozen: InfoNCE between each recording $a_i$ and the embedding of **its own** image
 #    $v_i$ against the other images of the batch,
 #    $\mathcal{L} = -\frac{1}{2B}\sum_i \Big[\log \frac{e^{a_i\cdot v_i}}{\sum_j e^{a_i\cdot v_j}} +
 #    \log \frac{e^{a_i\cdot v_i}}{\sum_j e^{a_j\cdot v_i}}\Big]$.
 #    The audio head multiplies its unit vector by 20, so $a_i \cdot v_j = 20\cos$: ImageBind's temperature
-#    0.05 is built into the model.
+#    0.05 is built into the model. A `_k` pair reuses its base id's recording with another image: when both
+#    land in one batch, each would be the other's "negative" although the sound is the same, so the
+#    other pairs of the same recording are masked out of the logits (`imagebind.mini_mask_same_recording`).
 #
-# Trained weights are saved in the cache as safetensors and reused on the next run.
+# Trained weights are saved in the cache as safetensors and reused on the next run. Training takes about two
+# minutes on a laptop CPU in demo mode (no live progress bar: a stored notebook would keep it at 0%;
+# `a2i embed` shows one).
 
 # %%
 t0 = time.time()
-emb = load_imagebind(cfg)
+emb = load_imagebind(cfg, progress=False)
 print(f"{emb.identity}: ready in {time.time() - t0:.1f} s")
 
 # %%
@@ -233,12 +257,23 @@ else:
 
 # %%
 stats = EmbedStats()
-audio_val = embed_files(emb, [p.audio_path for p in val], "audio", cfg, stats=stats)  # (N, D)
-image_val = embed_files(emb, [p.image_path for p in val], "vision", cfg, stats=stats)  # (N, D)
-audio_tr = embed_files(emb, [p.audio_path for p in train], "audio", cfg, stats=stats)  # (M, D)
-image_tr = embed_files(emb, [p.image_path for p in train], "vision", cfg, stats=stats)  # (M, D)
+audio_val = embed_files(emb, [p.audio_path for p in val], "audio", cfg, progress=False, stats=stats)  # (N, D)
+image_val = embed_files(emb, [p.image_path for p in val], "vision", cfg, progress=False, stats=stats)  # (N, D)
+audio_tr = embed_files(emb, [p.audio_path for p in train], "audio", cfg, progress=False, stats=stats)  # (M, D)
+image_tr = embed_files(emb, [p.image_path for p in train], "vision", cfg, progress=False, stats=stats)  # (M, D)
 text = embed_texts(emb, class_prompts(CLASSES), cfg)  # (13, D)
-print(stats, f"in {stats.seconds:.1f} s")
+print(f"{stats} in {stats.seconds:.1f} s")
+
+# %% [markdown]
+# `_k` pairs reuse their base id's recording byte for byte, so its embedding is computed once and the `_k`
+# copies are served from it: they are counted as copies, not as computed embeddings.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+n_files = 2 * (len(val) + len(train))
+n_distinct = len({p.audio_path.read_bytes() for p in ds.pairs}) + len({p.image_path.read_bytes() for p in ds.pairs})
+print(f"{n_files} files; {n_distinct} distinct contents; {n_files - n_distinct} copies "
+      f"(the recordings of the {sum(p.id != p.base_id for p in ds.pairs)} `_k` pairs)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -274,15 +309,17 @@ plt.show()
 # In ADVANCE (and in our synthetic copy of it) a place can have extra `_k` pairs: another image with the
 # **same recording** as its base id. Over all pairs, one recording would have several "right" images, so
 # R@1 could never reach 1, and a recording would count several times. From here on we measure over the
-# distinct held-out recordings: **one pair per base id** (the base pair itself).
+# distinct held-out recordings: **one pair per recording**, i.e. per (class, base id), the base pair itself.
+# (Ids are unique within a class folder; keying by the id alone would merge two places of different scenes
+# that happen to share a number.)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-rec = one_pair_per_recording(val)  # one pair per base id, still grouped by scene
+rec = one_pair_per_recording(val)  # one pair per (class, base id), still grouped by scene
 keep = {id(p) for p in rec}
 rows = torch.tensor([i for i, p in enumerate(val) if id(p) in keep])  # positions of those pairs in val
 audio_rec, image_rec = audio_val[rows], image_val[rows]  # (R, D) each
-print(f"{len(val)} validation pairs, {len(rec)} distinct recordings (one pair per base id)")
+print(f"{len(val)} validation pairs, {len(rec)} distinct recordings (one pair per recording)")
 
 # %% [markdown]
 # The cosine similarity of every held-out recording (rows) with the image of every held-out place (columns),
@@ -328,34 +365,59 @@ assert recall[1] > 2 * metrics["chance_R@1"] and recall[5] > metrics["chance_R@5
 print("retrieval well above chance:", True)
 
 # %% [markdown]
-# Three recordings and the five images they retrieve (green frame: the recording's own image).
+# Three recordings (shown as their mel fbank, what the model hears: the first of its 3 clips) and the five
+# images they retrieve; a green frame marks the recording's own image.
 
 # %%
 queries = [0, len(rec) // 2, len(rec) - 1]
-fig, axes = plt.subplots(len(queries), 6, figsize=(11, 2.4 * len(queries)), dpi=72)
+fig, axes = plt.subplots(len(queries), 6, figsize=(12, 2.5 * len(queries)), dpi=72, layout="constrained")
 for row, q in zip(axes, queries):
-    row[0].text(0.5, 0.5, f"recording\n{rec[q].label}\n{rec[q].id}", ha="center", va="center", fontsize=9)
+    fbank = iba.load_audio_inputs([rec[q].audio_path])[0, 0, 0]  # (128, 204): clip 1, normalised log-mel
+    row[0].imshow(fbank.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, 2.04, 0, 128))
+    row[0].set(title=f"query: {rec[q].label} {rec[q].id}", xlabel="time in clip (s)", ylabel="mel bin")
+    row[0].title.set_fontsize(8)
     for j, idx in enumerate(sim[q].topk(5).indices.tolist()):
-        row[j + 1].imshow(load_image(rec[idx].image_path, 96))
-        row[j + 1].set_title(f"#{j + 1} {rec[idx].label}\ncos {sim[q, idx]:.2f}", fontsize=8)
-        if idx == q:
-            for s in row[j + 1].spines.values():
-                s.set(color="lime", lw=4)
-    for ax in row:
+        ax = row[j + 1]
+        ax.imshow(load_image(rec[idx].image_path, 96))
+        ax.set_title(f"#{j + 1} {rec[idx].label}\ncos {sim[q, idx]:.2f}", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-fig.suptitle("Audio -> image retrieval on held-out recordings, one pair per base id (top 5)")
-fig.tight_layout()
+        if idx == q:
+            for spine in ax.spines.values():
+                spine.set(color="lime", lw=4)
+fig.suptitle("Audio -> image retrieval on held-out recordings (query: fbank of clip 1; top 5 images)")
 save_figure(fig, cfg.figures_dir / "04_retrieval.png")
 plt.show()
+
+# %% [markdown]
+# ### Within a scene: does a recording find its own place?
+# Finding the right scene is only half of what a generator needs: the synthetic world gives every place one
+# visible detail (its `amount`: more water, more boats, a longer train) that its recording also carries
+# (notebook 01). Restrict each query to the images of **its own scene**: does its own image rank first (R@1,
+# chance 1 / scene size), and how often does it beat each other image of the scene ("pairwise", chance 0.5)?
+
+# %%
+within = {k.removeprefix("within_"): v for k, v in metrics.items() if k.startswith("within_")}
+print(f"within-scene retrieval over {within['n_queries']} held-out recordings:")
+print(f"  R@1      = {within['R@1']:.3f}   (chance {within['chance_R@1']:.3f})")
+print(f"  pairwise = {within['pairwise']:.3f}   (chance {within['chance_pairwise']:.3f})")
+
+# %% [markdown]
+# The printed numbers say how much of the place, beyond its scene, the miniature hears. In demo mode this
+# margin over chance is small: the miniature's audio tower learns the scene first, and a few dozen held-out
+# recordings measure a small effect only roughly. It is the part of the bridge that a generator could use
+# to draw *this* place rather than a typical one of its scene.
 
 # %% [markdown]
 # ## 7. Which scene is this? Classification from audio alone
 # Two ways to turn the audio embedding into one of the 13 scenes, by nearest cosine (over the distinct
 # held-out recordings again, so a recording with `_k` pairs counts once):
-# - **text**: the embeddings of the prompts "an aerial photo of {class}". Audio never saw text in
-#   training; this works only through the shared image space (ImageBind's "emergent" zero-shot);
-# - **class means**: the mean image embedding of each scene over the training pairs.
+# - **class means**: the mean image embedding of each scene over the training pairs. The audio tower never
+#   saw a scene label; it only learned to land near its own image;
+# - **text prompts**: the embeddings of "an aerial photo of {class}". For ImageBind-huge this is its
+#   *emergent* zero-shot classification: neither its audio nor its image encoder was trained on these
+#   prompts. For the miniature it is not: its vision tower was trained on exactly these 13 prompts (stage 1),
+#   so this is a supervised classifier reached through the image space.
 
 # %%
 labels_tr = torch.tensor([CLASSES.index(p.label) for p in train])
@@ -363,50 +425,110 @@ means = class_means(image_tr, labels_tr, len(CLASSES))  # (13, D)
 pred_text = nearest_prototype(audio_rec, text)
 pred_means = nearest_prototype(audio_rec, means)
 acc_text = (pred_text == labels_val).float().mean().item()
-acc_means = (pred_means == labels_val).float().mean().item()
+acc_means, acc_lo, acc_hi = accuracy_interval(pred_means, labels_val)
 assert abs(acc_text - metrics["scene_acc_text"]) < 1e-6 and abs(acc_means - metrics["scene_acc_means"]) < 1e-6
-print(f"scene accuracy from audio (chance {1 / len(CLASSES):.3f}):")
-print(f"  via text prompts {acc_text:.3f}, via class means {acc_means:.3f}")
+print(f"held-out scene accuracy from audio alone, {len(rec)} recordings (chance {1 / len(CLASSES):.3f}):")
+print(f"  via class means  {acc_means:.3f}  (95% Wilson interval {acc_lo:.2f}-{acc_hi:.2f})")
+print(f"  via text prompts {acc_text:.3f}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-assert acc_means > 4 / len(CLASSES) and acc_text > 1 / len(CLASSES)
-print("scene accuracy above chance, both ways:", True)
+assert acc_lo > 1 / len(CLASSES) and acc_text > 1 / len(CLASSES)
+print("scene accuracy above chance, both ways (class means: even the interval's low end):", True)
+
+# %% [markdown]
+# The confusion matrix: rows are the true scenes, columns what the audio suggested. In the synthetic world
+# (notebook 01) recordings share sources across related scenes, so the expected confusions are among scenes
+# that share sources: the water scenes (beach, harbour, lake, bridge), the engine scenes (airport, harbour,
+# train station, farmland's tractor), the birds-and-wind scenes (forest, orchard, grassland, sparse shrub
+# land), the traffic scenes (residential, bridge). Noise-dominated, quiet and mixed recordings can land
+# anywhere; broadband ones tend to land on a scene whose signature is itself broadband noise (the crowd of
+# sports land, surf, wind). The tally below the matrix counts which kind each error is.
 
 # %%
-conf = torch.zeros(len(CLASSES), len(CLASSES))
-conf.index_put_((labels_val, pred_means), torch.ones(len(rec)), accumulate=True)
-fig, ax = plt.subplots(figsize=(6.5, 5.5))
-im = ax.imshow((conf / conf.sum(1, keepdim=True).clamp(min=1)).numpy(), cmap="Blues", vmin=0, vmax=1)
+conf = confusion_matrix(labels_val, pred_means, len(CLASSES))  # (13, 13) counts
+fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
+im = ax.imshow(conf.numpy(), cmap="Blues", vmin=0)
+for r in range(len(CLASSES)):
+    for c in range(len(CLASSES)):
+        if conf[r, c]:
+            ax.text(c, r, int(conf[r, c]), ha="center", va="center", fontsize=7,
+                    color="white" if conf[r, c] > conf.max() / 2 else "black")
 ax.set_xticks(range(13), CLASSES, rotation=70, ha="right", fontsize=7)
 ax.set_yticks(range(13), CLASSES, fontsize=7)
-ax.set(title="Scene from audio (class means), held out", xlabel="predicted scene", ylabel="true scene")
-fig.colorbar(im, ax=ax, label="fraction of the true scene's recordings")
+ax.set(title=f"Scene from audio (class means), {len(rec)} held-out recordings", xlabel="predicted scene",
+       ylabel="true scene")
+fig.colorbar(im, ax=ax, label="recordings")
+save_figure(fig, cfg.figures_dir / "04_confusion.png")
 plt.show()
+
+# %% [markdown]
+# Which recordings were misplaced, and what went into them (demo: from `synthetic.json`)? Each line names the
+# recording's kind, its place's `amount` (a small one means a quiet signature, leaving mostly shared
+# sources) and its sources with their levels in dB. Then a tally: is each error between two scenes whose
+# recipes share a source, or a hard recording?
+
+# %%
+def share_a_source(a: str, b: str) -> bool:
+    """Whether the recipes of scenes ``a`` and ``b`` have a source in common."""
+    def sources(c):
+        return {RECIPES[c]["signature"], *RECIPES[c]["shared"]}
+
+    return bool(sources(a) & sources(b))
+
+
+wrong = [i for i in range(len(rec)) if pred_means[i] != labels_val[i]]
+for i in wrong:
+    m = meta.get(rec[i].id)
+    what = f"{m['kind']:5s} amount {m['amount']:.2f} {m['sources']}" if m else "(real data)"
+    print(f"{rec[i].label:>17s} -> {CLASSES[pred_means[i]]:17s} {what}")
+if meta:
+    related = sum(share_a_source(rec[i].label, CLASSES[pred_means[i]]) for i in wrong)
+    hard = sum(meta[rec[i].id]["kind"] != "clean" for i in wrong)
+    hard_held_out = sum(meta[p.id]["kind"] != "clean" for p in rec)
+    print(f"\n{len(wrong)} of {len(rec)} misplaced: {related} between scenes that share a source; {hard} hard "
+          f"recordings (noisy, quiet or mixed; {hard_held_out} of the {len(rec)} held-out recordings are hard)")
 
 # %% [markdown]
 # ## 8. Examining the data: pairs that do not sound like they look
 # The paper's limitations section blames part of its failures on the data: recordings that are noisy,
 # nearly silent, or of something other than the scene. The bridge gives a way to find them: rank every
 # **training** pair by the cosine of its audio and its image embedding; the bottom of the list is where to
-# look. (In demo mode the synthetic world made some recordings hard on purpose, noisy, quiet or mixed
-# with another scene, and wrote it down, so we can check that the ranking finds them.)
+# look. In demo mode the synthetic world wrote down what went into each recording, so the figure can say why
+# a pair is bad: `noisy`, `quiet` or `mixed` (made hard on purpose), or a `faint signature` (a clean
+# recording whose scene's own source is more than 10 dB below its loudest shared source).
 
 # %%
+def why_bad(pair) -> str:
+    """What the generator recorded about a pair's recording, in a few words ("" when nothing is known)."""
+    m = meta.get(pair.id)
+    if not m:
+        return ""
+    if m["kind"] == "mixed":
+        return f"mixed + {m['mixed_with']}"
+    if m["kind"] != "clean":
+        return m["kind"]
+    signature = RECIPES[pair.label]["signature"]
+    others = [v for k, v in m["sources"].items() if k != signature]
+    return "faint signature" if others and m["sources"][signature] < max(others) - 10 else "clean"
+
+
 pair_cos = torch.nn.functional.cosine_similarity(audio_tr, image_tr, dim=1)  # (M,)
 order = pair_cos.argsort()  # worst first
 worst = order[:8].tolist()
-fig, axes = plt.subplots(1, 8, figsize=(14, 2.4), dpi=72)
+fig, axes = plt.subplots(1, 8, figsize=(14, 2.7), dpi=72, layout="constrained")
 for ax, i in zip(axes, worst):
     ax.imshow(load_image(train[i].image_path, 96))
+    reason = why_bad(train[i])
     ax.set_title(f"{train[i].label}\n{train[i].id} cos {pair_cos[i]:.2f}", fontsize=8)
-    ax.axis("off")
-fig.suptitle("The 8 training pairs whose audio is least like their image")
-fig.tight_layout()
+    ax.set_xlabel(reason, fontsize=8, color="C3" if reason not in ("", "clean") else "0.3")
+    ax.set_xticks([])
+    ax.set_yticks([])
+fig.suptitle("The 8 training pairs whose audio is least like their image (red: why, from synthetic.json)")
 save_figure(fig, cfg.figures_dir / "04_worst_pairs.png")
 plt.show()
 
-fig, ax = plt.subplots(figsize=(8, 2.8))
+fig, ax = plt.subplots(figsize=(8, 2.8), layout="constrained")
 ax.hist(pair_cos.numpy(), bins=40, color="C0")
 ax.axvline(pair_cos[order[7]].item(), color="C3", ls="--", label="8th worst")
 ax.set(title="Audio-image cosine of every training pair", xlabel="cosine(audio, own image)", ylabel="pairs")
@@ -418,19 +540,19 @@ plt.show()
 
 # %%
 for i in worst[:3]:
-    print(f"{train[i].label}/{train[i].id}  cosine {pair_cos[i]:.2f}")
+    print(f"{train[i].label}/{train[i].id}  cosine {pair_cos[i]:.2f}  {why_bad(train[i])}")
     display(Audio(load_audio(train[i].audio_path, 16_000)[: 3 * 16_000], rate=16_000))
 
 # %%
-meta_path = ds.root / "synthetic.json"
-if meta_path.is_file():  # demo: the generator recorded which recordings it made hard
-    hard = {k: v.get("hard") for k, v in json.loads(meta_path.read_text())["pairs"].items()}
-    is_hard = np.array([hard.get(p.id) is not None for p in train])
+if meta:  # demo: is the bottom of the ranking where the hard recordings are?
+    reasons = [why_bad(p) for p in train]
+    is_hard = np.array([r != "clean" for r in reasons])
     tenth = max(1, len(train) // 10)
     share_worst = is_hard[order[:tenth].numpy()].mean()
-    print(f"hard recordings: {is_hard.mean():.0%} of all training pairs, {share_worst:.0%} of the worst 10% by cosine")
-    kinds = [hard.get(train[i].id) or "-" for i in order[:tenth].tolist()]
-    print("kinds among the worst 10%:", {k: kinds.count(k) for k in sorted(set(kinds))})
+    print(f"hard or faint recordings: {is_hard.mean():.0%} of all training pairs, {share_worst:.0%} of the worst 10% "
+          "by cosine")
+    kinds = [reasons[i] for i in order[:tenth].tolist()]
+    print("among the worst 10%:", dict(Counter(k.split(" +")[0] for k in kinds).most_common()))
 else:
     share_worst = None
     print("real data: no record of hard recordings; listen to the worst pairs above")
@@ -461,18 +583,29 @@ print("second pass: everything from the cache, identical embeddings:", True)
 # %% [markdown]
 # ## Summary
 # - ImageBind's audio input is 3 clips x 2 s of a 16 kHz recording, each a normalised 128 x 204 log-mel
-#   fbank; our reader reproduces ImageBind's own preprocessing exactly, without ffmpeg.
-# - The audio encoder is bound to images by InfoNCE against a *frozen* image encoder; the demo miniature,
-#   trained that way on the CPU, retrieves held-out images and recognises scenes from sound far above
-#   chance. In full mode the same cells measure the official `imagebind_huge` on ADVANCE.
+#   fbank; our reader reproduces ImageBind's own preprocessing exactly (multi-channel files included),
+#   without ffmpeg.
+# - ImageBind's frozen image encoder is OpenCLIP ViT-H, the encoder Stable UnCLIP was conditioned on; its
+#   audio encoder is bound to that space by InfoNCE. The demo miniature, trained the same way on the CPU,
+#   places held-out recordings in their scene well above chance but far from always: the synthetic world's
+#   sounds overlap across related scenes, and the confusion matrix shows where. It hears a little of the
+#   place beyond its scene (within-scene retrieval). In full mode the same cells measure `imagebind_huge` on
+#   ADVANCE.
 # - Audio embeddings have norm up to 20, image embeddings norm 1: which scale the U-Net gets is an explicit
 #   option (`imagebind.audio_scale`), ImageBind's own by default.
-# - Ranking training pairs by audio-image agreement points at the pairs to listen to first.
+# - Ranking training pairs by audio-image agreement points at the pairs to listen to first; in demo mode the
+#   bottom of the ranking is rich in noisy, quiet, mixed and faint-signature recordings.
 #
 # **Exercises**
-# 1. Set `cfg = get_config(MODE, {"imagebind.mini_audio_epochs": 5})`: how do R@5 and scene accuracy move?
-# 2. Train the audio stage on all 3 clips per step instead of one random clip (`train_audio` in
+# 1. Set `cfg = get_config(MODE, {"imagebind.mini_audio_epochs": 10})`: how do R@5, scene accuracy and its
+#    interval move?
+# 2. Turn off the false-negative mask, `{"imagebind.mini_mask_same_recording": False}`, and compare retrieval.
+#    How often do two pairs of one recording share a batch of `imagebind.mini_train_batch` in the demo?
+# 3. Train the audio stage on all 3 clips per step instead of one random clip (`train_audio` in
 #    `a2i_utils/imagebind/mini.py`). Is it better, and how much slower?
-# 3. Replace the text prompt (`PROMPT` in `a2i_utils/imagebind/preprocess.py`) with just the class name.
-#    Does the zero-shot accuracy change? Why might it, when audio never saw text?
-# 4. In full mode, sort the scenes by their mean audio-image cosine. Which scenes does ImageBind hear worst?
+# 4. Which confusions in the matrix would you have made by ear? Listen to two misplaced recordings from the
+#    list in section 7 with `Audio(load_audio(path, 16_000), rate=16_000)`.
+# 5. In full mode, sort the scenes by their mean audio-image cosine. Which scenes does ImageBind hear worst?
+#
+# **Next:** [05 U-Net fine-tuning](05_unet_finetuning.ipynb) hands these audio embeddings to UnCLIP's U-Net in
+# place of image embeddings, and fine-tunes it to draw the place from its sound.
