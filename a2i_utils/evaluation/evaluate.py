@@ -51,18 +51,19 @@ def evaluate_systems(loader: Loader, systems: Sequence[str], prompts: Sequence[s
     cfg = loader.cfg
     seeds = seeds or cfg.soundiff.eval_seeds
     ctx = build_context(cfg, loader.dataset, loader.embedder, n_recordings, progress=False)
-    results = [evaluate_images(ctx, REFERENCE, ctx.gt_images[:, None], n_boot_set=n_boot_set)]
+    results = [evaluate_images(ctx, REFERENCE, ctx.gt_images[:, None], set_metrics=False)]
     jobs = [(s, p) for s in systems for p in prompts]
+    reranked = ("soundiff-l" if "soundiff-l" in systems else systems[0], prompts[0])  # the system reranked
     for system, prompt in tqdm(jobs, desc="systems", disable=not progress, mininterval=BAR_INTERVAL_S):
-        images = draw(loader, loader.system(system), ctx.audio, prompt, n=max(seeds, rerank_n))
+        n = max(seeds, rerank_n) if (system, prompt) == reranked else seeds  # candidates only where reranked
+        images = draw(loader, loader.system(system), ctx.audio, prompt, n=n)  # (N, n, H, W, 3)
         res = evaluate_images(ctx, label(system, prompt), images[:, :seeds], n_boot_set=n_boot_set)
         res.images = images
         results.append(res)
     ev = Evaluation(ctx, results, seeds=seeds)
     if rerank_n > 1:
-        first = label(systems[0] if "soundiff-l" not in systems else "soundiff-l", "")
-        ev.rerank_system = first
-        ev.rerank = rerank_study(ctx, ev.result(first).images[:, :rerank_n])
+        ev.rerank_system = label(*reranked)
+        ev.rerank = rerank_study(ctx, ev.result(ev.rerank_system).images[:, :rerank_n])
     return ev
 
 

@@ -191,7 +191,7 @@ def feature_distances(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int =
     kid.update(real, real=True)
     kid.update(fake, real=False)
     kd_mean, _ = kid.compute()
-    return {"FD": float(fid.compute()), "KD": float(kd_mean)}
+    return {"FD": max(0.0, float(fid.compute())), "KD": float(kd_mean)}  # FD >= 0 (clip round-off)
 
 
 def set_metric_ci(real: torch.Tensor, fake: torch.Tensor, n: int, n_boot: int = N_BOOT_SET, seed: int = 0) -> dict:
@@ -267,15 +267,22 @@ def image_scores(ctx: EvalContext, images: np.ndarray) -> dict:
 
 
 def evaluate_images(ctx: EvalContext, name: str, images: np.ndarray, n_boot_set: int = N_BOOT_SET,
-                    seed: int = 0) -> SystemResult:
-    """All metrics of one system's images (N, n, H, W, 3), image j of recording i drawn for ``ctx.pairs[i]``."""
+                    seed: int = 0, set_metrics: bool = True) -> SystemResult:
+    """All metrics of one system's images (N, n, H, W, 3), image j of recording i drawn for ``ctx.pairs[i]``.
+
+    ``set_metrics=False`` leaves FD/KD undefined (NaN): for the held-out images themselves, a set compared with
+    itself (KD's unbiased estimator is not even defined for identical samples).
+    """
     if images.shape[0] != len(ctx.pairs):
         raise ValueError(f"{name}: {images.shape[0]} rows of images for {len(ctx.pairs)} recordings")
     scores = image_scores(ctx, images)
     per_rec = {k: scores[k].mean(axis=1) for k in PER_RECORDING}  # (N,) each
     assert np.allclose(per_rec["AIC"], hit_rates(ctx.judge.predict(images), ctx.labels))
-    fake = extract(ctx.extractor, images)  # (N * n, F)
-    sets = set_metric_ci(ctx.real_features, fake, images.shape[1], n_boot=n_boot_set, seed=seed)
+    if set_metrics:
+        fake = extract(ctx.extractor, images)  # (N * n, F)
+        sets = set_metric_ci(ctx.real_features, fake, images.shape[1], n_boot=n_boot_set, seed=seed)
+    else:
+        sets = {k: (float("nan"), (float("nan"), float("nan"))) for k in SET_METRICS}
     return SystemResult(name, per_rec, sets, images)
 
 

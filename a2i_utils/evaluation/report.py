@@ -55,6 +55,9 @@ def to_markdown(rows: list[dict], feature_name: str = "", digits: int = 3) -> st
         cells = [r["system"], str(r["n_recordings"])]
         for m in metrics:
             d = digits if m != "KD" else digits + 1
+            if np.isnan(r[m]):
+                cells.append("—")
+                continue
             cells.append(f"{_fmt(r[m], d)} [{_fmt(r[m + '_lo'], d)}, {_fmt(r[m + '_hi'], d)}]")
         lines.append("| " + " | ".join(cells) + " |")
     if feature_name:
@@ -97,8 +100,8 @@ def bar_chart(rows: list[dict], title: str, feature_name: str = "", chance: dict
     names = [r["system"] for r in rows]
     colors = plt.cm.tab10(np.arange(len(rows)) % 10)
     for ax, m in zip(np.atleast_1d(axes), metrics):
-        mean = np.array([r[m] for r in rows])
-        err = np.array([[r[m] - r[m + "_lo"] for r in rows], [r[m + "_hi"] - r[m] for r in rows]])
+        mean = np.array([r[m] for r in rows])  # NaN (undefined) bars are left empty
+        err = np.nan_to_num(np.array([[r[m] - r[m + "_lo"] for r in rows], [r[m + "_hi"] - r[m] for r in rows]]))
         ax.bar(np.arange(len(rows)), mean, yerr=np.clip(err, 0, None), color=colors, capsize=3)
         if chance and m in chance:
             ax.axhline(chance[m], color="k", ls="--", lw=1, label="chance")
