@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from a2i_utils.config import get_config
+from a2i_utils.config import DataConfig, get_config
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,9 @@ def register(subparsers) -> None:
     p = sub.add_parser("synth", help="write the synthetic ADVANCE-shaped soundscape tree")
     p.add_argument("--out", type=Path, required=True,
                    help="folder to write (an existing one is replaced only if empty or an earlier synthetic tree)")
-    p.add_argument("--per-class", type=int, default=24, help="pairs per scene class (default 24)")
+    demo = DataConfig()
+    p.add_argument("--per-class", type=int, default=demo.per_class,
+                   help=f"pairs per scene class (default {demo.per_class}, the demo preset's)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.add_argument("--image-size", type=int, default=128, help="image side in pixels (default 128; ADVANCE: 512)")
     p.set_defaults(func=cmd_synth)
