@@ -53,6 +53,7 @@ class TinyEmbedder:
 
     identity = "tiny-test-embedder"
     device = "cpu"
+    dtype = torch.float32
     embed_dim = D
 
     def __init__(self) -> None:
