@@ -47,3 +47,17 @@ def test_accelerate_launch_two_cpu_processes_trains_and_saves(tmp_path):
     assert (runs[0] / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert len(json.loads((runs[0] / "history.json").read_text())["loss"]) == 3
     assert (runs[0] / "checkpoint-2" / "trainable.safetensors").is_file()
+
+
+def test_train_mini_unclip_pretrains_then_finds_it(tmp_path, capsys):
+    from a2i_utils.cli import main
+
+    argv = ["train", "mini-unclip", "--cache", str(tmp_path)] + [a for s in TINY_SETS for a in ("--set", s)]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "miniature UnCLIP mini_unclip-v1-" in first and "Found pretrained" not in first
+    (folder,) = [p for p in (tmp_path / "checkpoints" / "soundiff_mini").iterdir() if not p.name.endswith("-vae")]
+    assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert main(argv) == 0
+    assert "Found pretrained miniature UnCLIP" in capsys.readouterr().out
+    assert main(["train", "mini-unclip", "--mode", "full", "--cache", str(tmp_path)]) == 2  # a clear user error
