@@ -115,7 +115,7 @@ def demo(args) -> dict:
     return {"preset": "demo", "device": "cpu", "images": n, "size": int(im1.shape[1]), "system": system.name,
             "paper_images_per_s": round(n / t1, 3), "batched_images_per_s": round(n / t2, 3),
             "ours_images_per_s": round(n / t3, 3), "ours_steps": args.steps, "batch": args.batch,
-            "speedup_batched": round(t1 / t2, 2), "speedup_ours": round(t1 / t3, 2),
+            "speedup_batched": round(t1 / t2, 2), "speedup_ours": round(t1 / t3, 2), "guidance": sc.guidance_scale,
             "aic_paper": round(float(hits1.mean()), 3), "aic_paper_ci": [round(x, 3) for x in bootstrap_ci(hits1)],
             "aic_ours": round(float(hits3.mean()), 3), "aic_ours_ci": [round(x, 3) for x in bootstrap_ci(hits3)],
             "aic_diff": round(c["diff"], 3), "aic_diff_ci": [round(x, 3) for x in c["diff_ci"]],
@@ -152,7 +152,8 @@ def report(r: dict, threads: int) -> str:
     lines = [head]
     if r["preset"] == "demo":
         lines += [
-            f"{r['images']} held-out recordings, one {r['size']} px image each, {r['system']}, same seeds:",
+            f"{r['images']} held-out recordings, one {r['size']} px image each, {r['system']}, guidance "
+            f"{r['guidance']}, same seeds:",
             f"  1. paper's way (fp32, 1 at a time, 50 DDIM steps, ImageBind per image): {r['paper_images_per_s']:.3f}"
             " images/s",
             f"  2. batched ({r['batch']}), cached embeddings, 50 DDIM steps:           {r['batched_images_per_s']:.3f}"
