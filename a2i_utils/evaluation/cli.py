@@ -101,7 +101,7 @@ def run_generate(args: argparse.Namespace) -> int:
     loader = Loader(cfg)
     audio, good, bad = embed_each(loader, list(args.audio))
     for p, why in bad:
-        print(f"skipped {p}: {why}", file=sys.stderr)
+        print(f"skipped {why}" if why.startswith(str(p)) else f"skipped {p}: {why}", file=sys.stderr)
     if not good:
         print("nothing generated: no usable recording", file=sys.stderr)
         return SKIPPED_STATUS
