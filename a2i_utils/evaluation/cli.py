@@ -89,6 +89,15 @@ def embed_each(loader, paths: list[Path]):
 
 def run_generate(args: argparse.Namespace) -> int:
     """Embed each recording, generate, save ``<stem>-<model>-seed<S>.png``; report skipped files."""
+    from a2i_utils.devices import cpu_threads
+
+    cfg = _config(args)
+    with cpu_threads(cfg.soundiff.cpu_threads if cfg.resolved_device() == "cpu" else 0):
+        return _generate(args, cfg)
+
+
+def _generate(args: argparse.Namespace, cfg) -> int:
+    """The work of :func:`run_generate`."""
     from PIL import Image
 
     from a2i_utils.evaluation.rerank import rerank_generate
@@ -97,7 +106,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
     if args.n < 1 or args.rerank < 1:
         raise ValueError("--n and --rerank must be at least 1")
-    cfg = _config(args)
     loader = Loader(cfg)
     audio, good, bad = embed_each(loader, list(args.audio))
     for p, why in bad:
@@ -130,15 +138,17 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Evaluate the systems and write the table, the chart, the reranking study and the grid."""
+    """Evaluate the systems and write the table, the chart and the reranking study."""
+    from a2i_utils.devices import cpu_threads
     from a2i_utils.evaluation.evaluate import evaluate_systems, write_outputs
     from a2i_utils.evaluation.systems import Loader
 
     cfg = _config(args)
     loader = Loader(cfg)
     prompts = {"none": ("",), "satellite": (cfg.soundiff.prompt_s,), "both": ("", cfg.soundiff.prompt_s)}[args.prompts]
-    ev = evaluate_systems(loader, args.models, prompts, n_recordings=args.n_recordings, seeds=args.seeds,
-                          rerank_n=args.rerank, progress=True)
+    with cpu_threads(cfg.soundiff.cpu_threads if cfg.resolved_device() == "cpu" else 0):  # 1 is fastest when shared
+        ev = evaluate_systems(loader, args.models, prompts, n_recordings=args.n_recordings, seeds=args.seeds,
+                              rerank_n=args.rerank, progress=True)
     for path in write_outputs(ev, args.out):
         print(path)
     return 0
