@@ -1,6 +1,7 @@
 """One configuration for the whole course: named presets, one cache root, seed and device.
 
-Pick a preset with the environment variable ``A2I_MODE`` (``demo``, the default, or ``full``) or by
+Pick a preset with the environment variable ``A2I_MODE`` (``demo``, the default, ``full``, or ``full-smoke``: the full
+architectures with random weights and a few steps, to check a GPU box in minutes) or by
 name in a notebook's parameters cell::
 
     cfg = get_config()                                    # A2I_MODE or "demo"
@@ -265,6 +266,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         "soundiff.dtype": "bfloat16",
         "soundiff.batch_size": 4,
     },
+}
+# Every full-mode code path in a few minutes on a new GPU box, nothing downloaded: the full architectures and image
+# sizes with seeded random weights, the synthetic data, a few training and sampling steps. Its pictures mean nothing.
+PRESETS["full-smoke"] = {
+    **PRESETS["full"],
+    "data.source": "synthetic",
+    "data.per_class": 4,
+    "transformer.overfit_pairs": 4,
+    "transformer.overfit_steps": 3,
+    "transformer.steps": 3,
+    "imagebind.model": "huge-random",
+    "soundiff.model": "dry-run",
+    "soundiff.steps": 2,
+    "soundiff.steps_s": 2,
+    "soundiff.checkpoint_every": 1,
+    "soundiff.sample_steps": 2,
+    "soundiff.eval_seeds": 1,
 }
 
 

@@ -35,7 +35,7 @@ def test_mode_from_environment(monkeypatch):
 
 def test_unknown_preset_lists_valid_ones(monkeypatch):
     monkeypatch.setenv(config.MODE_ENV, "huge")
-    with pytest.raises(ValueError, match=r"unknown preset 'huge'.*valid presets: demo, full"):
+    with pytest.raises(ValueError, match=r"unknown preset 'huge'.*valid presets: demo, full, full-smoke"):
         get_config()
 
 

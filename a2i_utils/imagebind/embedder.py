@@ -50,8 +50,12 @@ class Embedder:
         return self.embed("text", load_text_inputs(texts))
 
 
+IMAGEBIND_MODELS = ("huge", "mini", "huge-random")
+
+
 def load_imagebind(cfg: Config, progress: bool = True) -> Embedder:
-    """The model of ``cfg.imagebind.model``: ``"huge"`` (official weights) or ``"mini"`` (trained here)."""
+    """The model of ``cfg.imagebind.model``: ``"huge"`` (official weights), ``"mini"`` (trained here) or
+    ``"huge-random"`` (the full-size architecture with seeded random weights, for the full-smoke preset)."""
     kind = cfg.imagebind.model
     if kind == "huge":
         from a2i_utils.imagebind.huge import load_imagebind_huge
@@ -61,4 +65,23 @@ def load_imagebind(cfg: Config, progress: bool = True) -> Embedder:
         from a2i_utils.imagebind.mini import load_or_train_mini
 
         return load_or_train_mini(cfg, progress=progress)
-    raise ValueError(f"unknown imagebind.model {kind!r}: use 'huge' or 'mini'")
+    if kind == "huge-random":
+        return random_imagebind_huge(cfg)
+    raise ValueError(f"unknown imagebind.model {kind!r}: use one of {', '.join(IMAGEBIND_MODELS)}")
+
+
+def random_imagebind_huge(cfg: Config, builder=None) -> Embedder:
+    """``imagebind_huge(pretrained=False)`` seeded with ``cfg.seed``: every full-size code path, nothing downloaded.
+
+    Its embeddings mean nothing; it exists so that a new GPU box can run the whole course at full size in minutes
+    (``A2I_MODE=full-smoke``). ``builder`` makes the model (tests pass a small ``ImageBindModel``).
+    """
+    from a2i_utils.compat import import_imagebind
+    from a2i_utils.devices import torch_dtype
+
+    torch.manual_seed(cfg.seed)
+    model = (builder or (lambda: import_imagebind().imagebind_huge(pretrained=False)))()
+    device = cfg.resolved_device()
+    dtype = torch_dtype(cfg.imagebind.dtype) if device.startswith("cuda") else torch.float32
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return Embedder(model, f"imagebind_huge-random-seed{cfg.seed}", device, dtype)
