@@ -28,7 +28,7 @@
 # | [03 pixel transformer](03_pixel_transformer.ipynb) | system 1: the encoder-decoder with local attention |
 # | [04 ImageBind embeddings](04_imagebind_embeddings.ipynb) | the shared audio-image space system 2 relies on |
 # | [05 U-Net fine-tuning](05_unet_finetuning.ipynb) | system 2: SounDiff, UnCLIP's U-Net fine-tuned on audio |
-# | 06 qualitative comparison (planned) | the two systems side by side |
+# | [06 qualitative comparison](06_qualitative_comparison.ipynb) | the two systems side by side, measured |
 #
 # **What you will learn**
 # - how an ADVANCE-shaped dataset is laid out (`vision/<class>/<id>.jpg` + `sound/<class>/<id>.wav`) and why

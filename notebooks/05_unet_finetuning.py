@@ -414,5 +414,5 @@ print(f"{len(ts)} held-out train-station recordings; share of SounDiff-S images 
 # 4. Fine-tune SounDiff-L as LoRA (`{"soundiff.lora": True}`): how many parameters train, and how close does it
 #    get to the full fine-tune's accuracy?
 #
-# **Next:** notebook 06 (not written yet) will compare the paper's two systems, the pixel transformer and
-# SounDiff, on the same held-out recordings.
+# **Next:** [06 qualitative comparison](06_qualitative_comparison.ipynb) puts the paper's two systems, the pixel
+# transformer and SounDiff, side by side on the same held-out recordings, and measures them.
