@@ -1,0 +1,78 @@
+"""The full-smoke preset: every full-mode path at full size with random weights, nothing downloaded.
+
+On this CPU the full-size models cannot run in a test, so the notebook-shaped sequence runs at reduced size
+(a small ``ImageBindModel`` in place of ``imagebind_huge``) and the full-size pipeline is built on the meta device.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import pytest
+import torch
+
+from a2i_utils.config import get_config
+from a2i_utils.data import prepare_dataset
+from a2i_utils.imagebind.cache import EmbeddingCache, EmbedStats, embed_files, file_hash, run_key
+from a2i_utils.imagebind.embedder import load_imagebind, random_imagebind_huge
+from a2i_utils.imagebind.mini import build_mini
+from a2i_utils.memory import free
+from a2i_utils.soundiff.pipeline import count_params_m, full_size_modules
+
+SMALL_IB = {"imagebind.embed_dim": 32, "imagebind.mini_dim": 32, "imagebind.mini_blocks": 1,
+            "imagebind.mini_heads": 2}
+
+
+def test_full_smoke_is_full_size_with_nothing_to_download():
+    full, smoke = get_config("full"), get_config("full-smoke")
+    for section in ("transformer", "features"):
+        keep = {"steps", "overfit_steps", "overfit_pairs"}
+        a, b = getattr(full, section).__dict__, getattr(smoke, section).__dict__
+        assert {k: v for k, v in a.items() if k not in keep} == {k: v for k, v in b.items() if k not in keep}
+    assert (smoke.soundiff.image_size, smoke.soundiff.dtype) == (full.soundiff.image_size, full.soundiff.dtype)
+    assert smoke.data.source == "synthetic" and smoke.data.image_size == full.data.image_size
+    assert smoke.imagebind.model == "huge-random" and smoke.soundiff.model == "dry-run"
+    assert smoke.transformer.steps <= 10 and smoke.soundiff.steps <= 10 and smoke.soundiff.sample_steps <= 5
+
+
+def test_unknown_imagebind_model_names_the_choices():
+    cfg = get_config("demo", {"imagebind.model": "giant"})
+    with pytest.raises(ValueError, match="huge, mini, huge-random"):
+        load_imagebind(cfg)
+
+
+def test_notebook_sequence_caches_embeddings_then_frees_imagebind_before_the_pipeline(tmp_path):
+    cfg = get_config("full-smoke", {"cache_dir": tmp_path / "cache", "device": "cpu", "data.per_class": 2,
+                                    "data.image_size": 32, **SMALL_IB})
+    ds = prepare_dataset(cfg, progress=False)  # the synthetic data, as full-smoke uses
+    paths = [p.audio_path for p in ds.val]
+
+    # notebook 04: embeddings with the (here: small) randomly initialised ImageBind, into the cache
+    small = get_config("demo", SMALL_IB)
+    embedder = random_imagebind_huge(cfg, builder=lambda: build_mini(small))
+    assert embedder.identity == f"imagebind_huge-random-seed{cfg.seed}"
+    emb = embed_files(embedder, paths, "audio", cfg, progress=False)  # (N, 32)
+    identity, run = embedder.identity, run_key(embedder)
+    model_ref = weakref.ref(embedder.model)
+
+    # ... then ImageBind is freed before the pipeline loads, and proven unreferenced
+    namespace = {"embedder": embedder}
+    del embedder
+    assert free(namespace, "embedder") > 0
+    assert model_ref() is None
+
+    # notebook 05: the full-size pipeline's networks (meta device: no memory), with ImageBind gone
+    mods = full_size_modules("meta")
+    assert count_params_m(mods["unet"]) == 870.2 and count_params_m(mods["vae"]) == 83.7
+    assert model_ref() is None
+
+    # a later cell that needs an embedding finds it in the cache, without ImageBind
+    cache = EmbeddingCache(cfg.embeddings_dir, identity, run)
+    again = torch.stack([cache.get("audio", file_hash(p)) for p in paths])
+    torch.testing.assert_close(again, emb)
+
+    # and a reload of the same random model finds every embedding there (nothing computed again)
+    stats = EmbedStats()
+    embed_files(random_imagebind_huge(cfg, builder=lambda: build_mini(small)), paths, "audio", cfg,
+                progress=False, stats=stats)
+    assert stats.computed == 0 and stats.hits + stats.duplicates == len(paths)
