@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     e = subparsers.add_parser(
         "evaluate", help="AIS, IIS, AIC, FD/KD of each system on held-out recordings: table and figures",
         description="Generate images for held-out recordings with each system and write metrics.csv, metrics.md, "
-        "metrics.png (means with 95%% bootstrap intervals over recordings) and rerank.csv/.md to --out.")
+        "metrics.png (means with 95% bootstrap intervals over recordings) and rerank.csv/.md to --out.")
     e.add_argument("--models", nargs="+", default=list(NAMED), help=f"systems: {' '.join(NAMED)} or folders")
     e.add_argument("--prompts", choices=("none", "satellite", "both"), default="both",
                    help="each system without the prompt, with the 'satellite image' prompt, or both (Table 1)")
