@@ -540,6 +540,8 @@ p_hist = hist / hist.sum()
 unigram_bits = float(-(p_hist[val_set.pixels.flatten()].clamp_min(1e-12)).log2().mean())
 last_nats = float(np.mean(full_hist["losses"][-SMOOTH:]))
 evals = full_hist["evals"]
+assert len(evals) >= 2, (f"{full_hist['run_dir']} was trained without held-out evaluations (by another notebook?): "
+                         "delete that folder and run this notebook again")
 back = max(1, len(evals) // 3)
 (step_then, bpd_then), (step_now, bpd_now) = evals[-1 - back], evals[-1]
 FLAT = 0.05  # bits/dim: a smaller change over the last third of the run counts as flat
