@@ -84,7 +84,7 @@ print(cfg.summary())  # everything (not compared by nbval: other sections change
 print(f"mode={cfg.mode} seed={cfg.seed}\n{cfg.data}\n{cfg.features}")
 
 # %%
-ds = prepare_dataset(cfg)  # made or loaded in notebook 01; the same stored split
+ds = prepare_dataset(cfg, progress=False)  # made or loaded in notebook 01; the same stored split
 example = ds.by_class()["train station"][0]
 wave = load_audio(example.audio_path, fc.sample_rate, duration_s=fc.duration_s)  # resample, pad/crop to 10 s
 

@@ -432,7 +432,9 @@ print("pairs:", len(idx), "| distinct recordings:", len(set(fit_bases)))
 assert len(set(fit_bases)) == len(idx) and all(ds.train[i].label == scene for i in idx)
 
 # %%
-fit_model, fit_hist = train_or_load(cfg, fit_set, f"overfit-{scene}", steps=tcfg.overfit_steps)
+# A progress bar for long runs (full mode: hours); the demo's runs of a minute or two print their start and end.
+SHOW_BARS = max(tcfg.steps, tcfg.overfit_steps) > 1000
+fit_model, fit_hist = train_or_load(cfg, fit_set, f"overfit-{scene}", steps=tcfg.overfit_steps, progress=SHOW_BARS)
 
 # %% [markdown]
 # Now the real test: give the model each of the fitted recordings and let it draw, pixel by pixel, with greedy
@@ -517,8 +519,8 @@ plt.show()
 
 # %%
 EVAL_EVERY = max(1, tcfg.steps // 10)  # ten held-out measurements per run, the last at the end
-full_model, full_hist = train_or_load(cfg, train_set, "train-split", steps=tcfg.steps, val_set=val_set,
-                                      eval_every=EVAL_EVERY)
+full_model, full_hist = train_or_load(cfg, train_set, "train-split", steps=tcfg.steps, progress=SHOW_BARS,
+                                      val_set=val_set, eval_every=EVAL_EVERY)
 
 # %%
 SMOOTH = 20  # moving average of the training loss over this many steps (the thin line is every step)
