@@ -132,11 +132,14 @@ def pixel_transformer_samples(cfg: Config, dataset, pairs, seed: int | None = No
     after notebook 03, trained here otherwise); sampled at temperature 1 with one generator seeded ``seed``.
     """
     from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
-    from a2i_utils.transformer.training import build_pixel_dataset, train_or_load
+    from a2i_utils.transformer.training import build_pixel_dataset, heldout_eval_every, train_or_load
 
     norm = FeatureNormalizer().fit(features_for_pairs(dataset.train, cfg, progress=progress))  # train statistics
     train_set = build_pixel_dataset(dataset.train, cfg, norm, progress=progress)
-    model, hist = train_or_load(cfg, train_set, "train-split", steps=cfg.transformer.steps, progress=progress)
+    val_set = build_pixel_dataset(dataset.val, cfg, norm, progress=progress)
+    steps = cfg.transformer.steps  # the very run of notebook 03, held-out evaluations included (same cache entry)
+    model, hist = train_or_load(cfg, train_set, "train-split", steps=steps, progress=progress, val_set=val_set,
+                                eval_every=heldout_eval_every(steps))
     feats = build_pixel_dataset(list(pairs), cfg, norm, progress=progress).features  # (N, 500, 220)
     device = cfg.resolved_device()
     gen = torch.Generator(device=device).manual_seed(cfg.seed if seed is None else seed)

@@ -415,6 +415,11 @@ def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
     return cfg.checkpoints_dir / "transformer" / cache_key(name, MODEL_VERSION, payload)
 
 
+def heldout_eval_every(steps: int) -> int:
+    """Steps between held-out evaluations of a training run: ten per run, the last at the end (notebook 03)."""
+    return max(1, steps // 10)
+
+
 def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, progress: bool = True,
                   checkpoint_every: int = CHECKPOINT_EVERY, val_set: PixelDataset | None = None,
                   eval_every: int = 0) -> tuple[PixelTransformer, dict[str, Any]]:
