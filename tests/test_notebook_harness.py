@@ -57,7 +57,7 @@ def _sanitise(text: str) -> str:
     ("Trained mini in 12.3 s", "Trained mini in DURATION"),
     ("loaded in 250ms, 3.4 it/s", "loaded in DURATION, RATE"),
     ("<Figure at 0x7f3e9a2b10d0>", "<Figure at 0xADDRESS>"),
-    ("cache: /root/.cache/a2i/checkpoints/mini-v1-abc.safetensors", "cache: PATH"),
+    ("cache: /home/ada/.cache/a2i/checkpoints/mini-v1-abc.safetensors", "cache: PATH"),
     ("wrote /tmp/xyz/build/test-cache/figures/demo", "wrote PATH"),
     ("started 10:42:07", "started TIME"),
 ])
