@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -67,11 +68,37 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, mode: str = "demo") -> float:
     return time.perf_counter() - start
 
 
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text: "  0%|          | 0/300 [00:00<?, ?it/s]"
+
+
+def drop_progress_widgets(nb: nbformat.NotebookNode) -> int:
+    """Remove tqdm widget outputs from cells nbval does not compare; return how many were removed.
+
+    A notebook executed headless stores a progress widget without its state, so every viewer shows its first
+    text, "0%| 0/300", for a bar that in fact finished: better no bar than a wrong one.
+    """
+    removed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or cell.source.startswith("# NBVAL_CHECK_OUTPUT"):
+            continue
+        keep = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            is_bar = "application/vnd.jupyter.widget-view+json" in data and PROGRESS_BAR.search(
+                "".join(data.get("text/plain", "")))
+            removed += bool(is_bar)
+            if not is_bar:
+                keep.append(out)
+        cell.outputs = keep
+    return removed
+
+
 def store(names: list[str] | None, nb_dir: Path = NB_DIR) -> None:
     """Execute each source in demo mode and store it, with outputs, as ``notebooks/NN_name.ipynb``."""
     for src in sources(names, nb_dir):
         nb = read_source(src)
         seconds = execute(nb, nb_dir)
+        drop_progress_widgets(nb)
         target = src.with_suffix(".ipynb")
         tmp = target.with_suffix(".ipynb.tmp")
         nbformat.write(nb, tmp)
@@ -87,6 +114,7 @@ def run(out: Path, mode: str) -> None:
         nb = read_source(src)
         print(f"running {src.stem} ...", flush=True)
         seconds = execute(nb, NB_DIR, mode)
+        drop_progress_widgets(nb)
         total += seconds
         nbformat.write(nb, out / f"{src.stem}.ipynb")
         print(f"  {src.stem}: {seconds:.0f} s", flush=True)

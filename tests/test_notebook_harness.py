@@ -72,3 +72,16 @@ def test_sanitiser_replaces_volatile_text(raw, clean):
 ])
 def test_sanitiser_keeps_the_numbers_we_compare(kept):
     assert _sanitise(kept) == kept
+
+
+def test_finished_progress_widgets_are_not_stored_as_0_percent():
+    widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0}}
+    bar = nbformat.v4.new_output("display_data", data={**widget, "text/plain": "VAE:   0%|          | 0/300 [00:00<?]"})
+    panel = nbformat.v4.new_output("display_data", data={**widget, "text/plain": "VBox(children=(Dropdown(...),))"})
+    text = nbformat.v4.new_output("stream", name="stdout", text="trained in 3 s\n")
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("train()", outputs=[bar, text, panel]),
+        nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\ntrain()", outputs=[bar]),  # compared by nbval: kept
+    ])
+    assert run_notebooks.drop_progress_widgets(nb) == 1
+    assert nb.cells[0].outputs == [text, panel] and nb.cells[1].outputs == [bar]
