@@ -73,7 +73,7 @@ from IPython.display import Audio, display
 
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import ADVANCE_COUNTS, CLASSES, load_image, prepare_dataset, scan_tree, split_by_base_id
-from a2i_utils.data.audio import AudioError, load_audio
+from a2i_utils.data.audio import AudioError, load_audio, resample
 from a2i_utils.data.synth import K_FRACTION, RECIPES, SOURCES
 from a2i_utils.plotting import image_grid
 
@@ -81,6 +81,7 @@ MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data) or "fu
 cfg = get_config(MODE)
 seed_everything(cfg.seed)
 SR = cfg.features.sample_rate  # every recording is read at this rate (22,050 Hz)
+plt.rcParams["figure.dpi"] = 72  # this notebook stores many images and sounds: smaller figures keep it small
 
 # %%
 print(cfg.summary())  # everything (not compared by nbval: other sections change as the course grows)
@@ -170,13 +171,13 @@ print(f"real ADVANCE: {n_advance:,} pairs; residential / grassland = "
 # classes the scenes should be told apart at a glance.
 
 # %%
-n_show, tile = 6, 80
+n_show, tile = 6, 64
 by_class = ds.by_class()
 mosaic = np.concatenate([
     np.concatenate([load_image(q.image_path, tile) for q in by_class[c][:n_show]], axis=1)  # (tile, 6 tile, 3)
     for c in CLASSES
 ])  # (13 tile, 6 tile, 3): one row per class
-fig, ax = plt.subplots(figsize=(mosaic.shape[1] / 80 + 1.6, mosaic.shape[0] / 80 + 0.5), dpi=80)
+fig, ax = plt.subplots(figsize=(mosaic.shape[1] / tile + 1.6, mosaic.shape[0] / tile + 0.5), dpi=tile)
 ax.imshow(mosaic)
 ax.set_yticks(np.arange(13) * tile + tile / 2, CLASSES)
 ax.set_xticks(np.arange(n_show) * tile + tile / 2, [f"place {i + 1}" for i in range(n_show)])
@@ -355,7 +356,7 @@ if meta:
     plt.show()
     for title, w in shown:
         print(title)
-        display(Audio(w[: 4 * SR], rate=SR, normalize=True))
+        display(Audio(resample(w[: 4 * SR], SR, 11_025), rate=11_025, normalize=True))  # up to 5.5 kHz kept
 else:
     print("real data: listen to a beach and a harbour recording with listen(...) below")
 
