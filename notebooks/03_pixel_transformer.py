@@ -77,6 +77,7 @@ from a2i_utils.transformer.training import (
     PixelDataset,
     bits_per_dim,
     build_pixel_dataset,
+    heldout_eval_every,
     load_run,
     lr_factor,
     mean_abs_pixel_error,
@@ -518,7 +519,7 @@ plt.show()
 # neighbours: the entropy of the training split's intensity histogram.
 
 # %%
-EVAL_EVERY = max(1, tcfg.steps // 10)  # ten held-out measurements per run, the last at the end
+EVAL_EVERY = heldout_eval_every(tcfg.steps)  # ten held-out measurements per run, the last at the end
 full_model, full_hist = train_or_load(cfg, train_set, "train-split", steps=tcfg.steps, progress=SHOW_BARS,
                                       val_set=val_set, eval_every=EVAL_EVERY)
 
