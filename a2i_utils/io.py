@@ -2,7 +2,9 @@
 
 Everything a2i writes to the cache goes through :func:`atomic_write`: the data go to a temporary file in
 the same folder, which is renamed onto the target only when complete, so an interrupted run never leaves
-a half-written file behind.
+a half-written file behind. Where two processes can meet on the same output (two notebooks open at once,
+``make demo`` while a notebook runs), the writer holds :func:`file_lock` on it: the second one waits, then
+finds the finished result and loads it instead of computing it again.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 AUDIO_EXTS = (".wav", ".flac", ".ogg")
@@ -43,6 +48,28 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+@contextmanager
+def file_lock(path: str | Path, timeout: float = -1) -> Iterator[Path]:
+    """Hold an inter-process lock on ``path`` (the file ``<path>.lock`` beside it) for the ``with`` block.
+
+    Re-entrant within a process; ``timeout`` in seconds (-1 waits for ever) ends in a :class:`TimeoutError`
+    naming the file. The lock is released when the holder exits, even killed: it is an OS lock (``flock``),
+    not the existence of the lock file, so a crashed run never leaves a stale lock behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.with_name(path.name + ".lock")), timeout=timeout, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout as err:
+        raise TimeoutError(f"{path}: another a2i process holds its lock ({lock.lock_file}); "
+                           f"wait for it to finish, or stop it") from err
+    try:
+        yield path
+    finally:
+        lock.release()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
