@@ -10,6 +10,19 @@ The loop runs on ``accelerate`` (one CPU, one GPU, or ``accelerate launch`` on s
 gradient accumulation, optional gradient checkpointing, Adafactor, ``torch.compile``, channels-last and LoRA
 (peft). Checkpoints every ``checkpoint_every`` steps are written atomically; ``resume="latest"`` continues the same
 trajectory (the randomness of step k depends only on the seed and k).
+
+Interruption and concurrency (tested by killing fine-tuning with SIGKILL, ``tests/test_interruption_training.py``):
+a run killed at any point, in a checkpoint write included, resumes from its newest complete ``checkpoint-<step>``
+and ends with the weights and losses of an uninterrupted run, bit for bit on the CPU (each step's noise comes from
+its own generator, and the optimiser state is saved). A half-written checkpoint only ever exists as a hidden
+temporary folder (``.checkpoint-<step>.<pid>.tmp``), which no loader reads; the next run deletes such leftovers.
+``history.json`` is written last: a run without it is not finished. A damaged checkpoint (truncated, garbage, a
+pickle that carries code) is refused with a :class:`CheckpointError` naming the file, not skipped for the older
+one: with atomic writes, damage means that something else changed the file. Delete the run folder to train again.
+:func:`finetune` holds :func:`~a2i_utils.io.file_lock` on the run folder (its main process does) and
+:func:`load_or_finetune` holds it from its check to its load, so two processes never train the same run at once:
+the second waits, then loads the finished run. Weights are read with ``torch.load(weights_only=True)`` and
+``use_safetensors=True``: a pickled ``.bin`` dropped into a run folder is never loaded.
 """
 
 from __future__ import annotations
@@ -18,8 +31,10 @@ import contextlib
 import copy
 import dataclasses
 import json
+import pickle
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from a2i_utils.config import Config
-from a2i_utils.io import CheckpointError, atomic_write_text, cache_key
+from a2i_utils.io import CheckpointError, atomic_write_text, cache_key, file_lock
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
 
 RUN_VERSION = 1
@@ -240,12 +255,18 @@ def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    file = path / "trainable.safetensors"
     try:
-        weights = load_file(str(path / "trainable.safetensors"))
-        opt_state = torch.load(path / "optimizer.pt", weights_only=True)
-        state = json.loads((path / "state.json").read_text())
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({err}); delete it to restart") from err
+        weights = load_file(str(file))
+        file = path / "optimizer.pt"
+        opt_state = torch.load(file, weights_only=True)  # plain tensors only: a pickle carrying code is refused
+        file = path / "state.json"
+        state = json.loads(file.read_text())
+        step, sched_state, history = int(state["step"]), state["scheduler"], state["history"]
+    except (SafetensorError, OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError,
+            pickle.UnpicklingError) as err:
+        raise CheckpointError(f"{file}: unreadable checkpoint ({type(err).__name__}: {err}); "
+                              f"delete {path.parent} to train again") from err
     params = dict(unet.named_parameters())
     missing = sorted(n for n, p in params.items() if p.requires_grad and n not in weights)
     if missing or set(weights) - set(params):
@@ -255,8 +276,8 @@ def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
         for n, w in weights.items():
             params[n].copy_(w)
     opt.load_state_dict(opt_state)
-    sched.load_state_dict(state["scheduler"])
-    return int(state["step"]), state["history"]
+    sched.load_state_dict(sched_state)
+    return step, history
 
 
 def save_final(folder: Path, unet, lora: bool) -> Path:
@@ -286,31 +307,76 @@ def load_finetuned(pipe, folder: Path):
     from diffusers import UNet2DConditionModel
 
     folder = Path(folder)
-    if (folder / "unet").is_dir():
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=pipe.unet.dtype)
-        return with_unet(pipe, unet.to(pipe.unet.device).eval().requires_grad_(False))
-    if (folder / "lora").is_dir():
-        new = with_unet(pipe, copy.deepcopy(pipe.unet))
-        new.load_lora_weights(folder / "lora")
-        return new
+    try:  # safetensors only: a pickled .bin put in our folder is never read
+        if (folder / "unet").is_dir():
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=pipe.unet.dtype,
+                                                        use_safetensors=True)
+            return with_unet(pipe, unet.to(pipe.unet.device).eval().requires_grad_(False))
+        if (folder / "lora").is_dir():
+            new = with_unet(pipe, copy.deepcopy(pipe.unet))
+            new.load_lora_weights(folder / "lora", use_safetensors=True)
+            return new
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{folder}: cannot load the fine-tuned weights ({type(err).__name__}: {err}); "
+                              f"delete {folder} to train again") from err
     raise CheckpointError(f"{folder}: no fine-tuned weights (neither unet/ nor lora/)")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def run_lock(folder: Path, main: bool = True, barrier=None) -> Iterator[None]:
+    """Hold the lock of a run folder (on the main process) for the ``with`` block; say so when waiting for it.
+
+    ``barrier`` (``accelerator.wait_for_everyone``) keeps the other processes of a multi-process run waiting
+    until the main one holds the lock, so none reads the folder while another job still writes it."""
+    acquired = False
+    try:
+        with file_lock(folder, timeout=0) if main else contextlib.nullcontext():
+            acquired = True
+            if barrier is not None:
+                barrier()
+            yield
+    except TimeoutError:
+        if acquired:  # raised inside the block, not by the lock
+            raise
+        print(f"{folder.name} is being trained by another process: waiting for it to finish")
+        with file_lock(folder):
+            if barrier is not None:
+                barrier()
+            yield
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporary files and folders a killed run left in ``folder`` (call it holding the lock)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+
+
 def finetune(cfg: Config, pipe, data: TrainingData, variant: Variant, folder: Path, resume: str | None = None,
              progress: bool = True, stop_after: int | None = None) -> dict:
     """Fine-tune a copy of ``pipe.unet`` for ``variant.steps`` steps; save checkpoints and the final weights.
 
     ``resume="latest"`` continues from the newest checkpoint in ``folder``; ``stop_after`` ends the run early
     after that many steps (as an interruption would), leaving only checkpoints. Returns the history
-    (loss and lr per step, seconds, samples/s).
+    (loss and lr per step, seconds, samples/s). The main process holds the lock of ``folder`` throughout
+    (:func:`run_lock`); the temporaries of a killed run are deleted first.
     """
     from accelerate import Accelerator
 
-    sc, device = cfg.soundiff, cfg.resolved_device()
+    device = cfg.resolved_device()
     acc = Accelerator(mixed_precision=mixed_precision(cfg, device), cpu=device == "cpu")
+    with run_lock(Path(folder), main=acc.is_main_process, barrier=acc.wait_for_everyone):
+        if acc.is_main_process:
+            remove_temporaries(folder)
+        return _finetune(acc, cfg, pipe, data, variant, Path(folder), resume, progress, stop_after)
+
+
+def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, folder: Path, resume: str | None,
+              progress: bool, stop_after: int | None) -> dict:
+    """:func:`finetune` with its accelerator, holding the run's lock."""
+    sc = cfg.soundiff
     unet = copy.deepcopy(pipe.unet)
     params = add_lora(unet, sc.lora_rank) if sc.lora else list(unet.float().requires_grad_(True).parameters())
     if sc.grad_checkpointing:
@@ -386,12 +452,19 @@ def train_step(acc, model, pipe, noise_sched, data: TrainingData, prompt, empty,
 def load_or_finetune(cfg: Config, variant: Variant, pipe, dataset, embedder, resume: str | None = "latest",
                      progress: bool = True):
     """(fine-tuned pipeline, history): loaded if this run finished before, else trained (resuming) and saved."""
-    from a2i_utils.devices import cpu_threads
-
     pairs = [p for p in dataset.train if variant.subset is None or p.label == variant.subset]
     key = run_key(cfg, getattr(pipe, "key", cfg.soundiff.pretrained_id), variant, embedder.identity,
                   [p.id for p in pairs])
     folder = run_dir(cfg, key)
+    with run_lock(folder):  # from the check to the load: a run another process trains is waited for, then loaded
+        return _load_or_finetune(cfg, variant, pipe, pairs, embedder, key, folder, resume, progress)
+
+
+def _load_or_finetune(cfg: Config, variant: Variant, pipe, pairs, embedder, key: str, folder: Path,
+                      resume: str | None, progress: bool):
+    """:func:`load_or_finetune`, holding the run's lock."""
+    from a2i_utils.devices import cpu_threads
+
     if (folder / "history.json").is_file():
         print(f"Found fine-tuned {key}, loading")
         try:

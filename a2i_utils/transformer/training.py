@@ -11,6 +11,16 @@ exact values), never rewritten; a resume reads the losses back from it, up to th
 :class:`~a2i_utils.transformer.features.FeatureNormalizer` the features were standardised with is saved beside
 them (``normalizer.safetensors``), so :func:`load_run` gives back a model that can read a new recording.
 Resuming restores all of that, so a resumed run continues with exactly the losses of an uninterrupted one.
+
+Interruption and concurrency (tested by killing training with SIGKILL, ``tests/test_interruption_training.py``):
+a run killed at any point, in a checkpoint write included, resumes from its last complete checkpoint and ends
+with the weights and losses of an uninterrupted run, bit for bit. A half-written file only ever exists under
+its temporary name (``.step_NNNNNNN.safetensors.<pid>.tmp``), which no loader reads; the next
+:func:`train_or_load` of the run deletes such leftovers. A checkpoint damaged on disk (truncated, garbage, a
+pickle that carries code) is refused with a :class:`CheckpointError` naming the file, never skipped: only one
+checkpoint is kept, and with atomic writes damage means that something else changed the file. Delete the run
+folder to train again. :func:`train_or_load` holds :func:`~a2i_utils.io.file_lock` on the run folder, so two
+processes never train the same run at once: the second waits, then loads the finished run.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ import json
 import math
 import pickle
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from a2i_utils.config import Config, TransformerConfig
-from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key
+from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key, file_lock
 from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
 from a2i_utils.transformer.model import PixelTransformer, image_to_tokens
 
@@ -45,7 +57,7 @@ LOSS_LOG = "losses.csv"
 EVAL_LOG = "heldout_bpd.csv"
 NORMALIZER_FILE = "normalizer.safetensors"
 __all__ = ["CheckpointError", "MODEL_VERSION", "PixelDataset", "Trainer", "build_pixel_dataset", "bits_per_dim",
-           "load_run", "LR_DECAYS", "lr_factor", "mean_abs_pixel_error", "run_dir_for", "train_or_load"]
+           "load_run", "LR_DECAYS", "lr_factor", "mean_abs_pixel_error", "run_dir_for", "run_lock", "train_or_load"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -345,14 +357,19 @@ def _append_log(path: Path, header: str, rows: list[tuple[int, float]], logged: 
 
 
 def _read_log(path: Path, upto_step: int) -> list[tuple[int, float]]:
-    """The ``(step, value)`` rows of a log up to ``upto_step``; later ones (a run stopped mid-checkpoint) are cut."""
+    """The ``(step, value)`` rows of a log up to ``upto_step``; later ones (a run stopped mid-checkpoint) are cut.
+
+    A last row without its newline (a kill while appending) is one of those later rows: the rows are appended
+    before ``latest.json`` moves, so every row up to the checkpoint's step was complete before it was written."""
     try:
-        lines = path.read_text().splitlines()
-        rows = [(int(a), float(b)) for a, b in (line.split(",") for line in lines[1:])]
+        text = path.read_text()
+        lines = text.splitlines()
+        partial = len(lines) > 1 and not text.endswith("\n")
+        rows = [(int(a), float(b)) for a, b in (line.split(",") for line in lines[1:len(lines) - partial])]
     except (OSError, ValueError) as err:
         raise CheckpointError(f"cannot read {path}: {type(err).__name__}: {err}") from err
     kept = [r for r in rows if r[0] <= upto_step]
-    if len(kept) < len(rows):
+    if len(kept) < len(rows) or partial:
         atomic_write_text(path, lines[0] + "\n" + "".join(f"{s},{v!r}\n" for s, v in kept))
     return kept
 
@@ -415,6 +432,28 @@ def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
     return cfg.checkpoints_dir / "transformer" / cache_key(name, MODEL_VERSION, payload)
 
 
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the lock of a run folder for the ``with`` block; when another process holds it, say so and wait."""
+    acquired = False
+    try:
+        with file_lock(run_dir, timeout=0):
+            acquired = True
+            yield
+    except TimeoutError:
+        if acquired:  # raised inside the block, not by the lock
+            raise
+        print(f"{run_dir.name} is being trained by another process: waiting for it to finish")
+        with file_lock(run_dir):
+            yield
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete the temporary files a killed run left in ``run_dir`` (call it holding :func:`run_lock`)."""
+    for tmp in Path(run_dir).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def heldout_eval_every(steps: int) -> int:
     """Steps between held-out evaluations of a training run: ten per run, the last at the end (notebook 03)."""
     return max(1, steps // 10)
@@ -430,11 +469,21 @@ def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, pro
     With ``val_set`` and ``eval_every``, the held-out bits/dim is measured every ``eval_every`` steps; the
     history holds ``losses`` (nats/pixel per step), ``evals`` ((step, bits/dim) pairs), ``step``, ``run_dir``
     and the ``normalizer`` saved with the run. (The evaluations do not change the run, so they are not in its key.)
+    The run folder is locked meanwhile (:func:`run_lock`): a second process asking for the same run waits, then
+    loads it. A run killed before ``steps`` resumes from its last checkpoint.
     """
+    with run_lock(run_dir_for(cfg, name, dataset)):
+        return _train_or_load(cfg, dataset, name, steps, progress, checkpoint_every, val_set, eval_every)
+
+
+def _train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, progress: bool, checkpoint_every: int,
+                   val_set: PixelDataset | None, eval_every: int) -> tuple[PixelTransformer, dict[str, Any]]:
+    """:func:`train_or_load`, holding the run's lock."""
     torch.manual_seed(cfg.seed)
     S, F_ = dataset.features.shape[1:]
     model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=F_).to(cfg.resolved_device())
     run_dir = run_dir_for(cfg, name, dataset)
+    remove_temporaries(run_dir)
     trainer = Trainer(model, dataset, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=checkpoint_every,
                       val_set=val_set, eval_every=eval_every)
     found = trainer.latest_step()
