@@ -1,13 +1,23 @@
 """ADVANCE (Hu et al. 2020, Zenodo record 3828124): download with an md5 check, safe extraction.
 
-The two archives go to ``cfg.downloads_dir`` (pooch: progress bar, hash check, a partial or wrong file is
-never kept) and unpack into ``cfg.datasets_dir / "advance"`` as ``vision/<class>/*.jpg`` and
-``sound/<class>/*.wav``. Extraction refuses any member that would land outside the target folder
-(absolute paths, ``..``, symbolic or hard links), before writing anything.
+The two archives go to ``cfg.downloads_dir`` (pooch: progress bar, md5 check) and unpack into
+``cfg.datasets_dir / "advance"`` as ``vision/<class>/*.jpg`` and ``sound/<class>/*.wav``.
+
+Policy, so that an interrupted or hostile download never leaves a wrong result:
+
+- a download goes to a staging folder (``.partial-<name>/``, emptied first, so a killed download's leftovers
+  are dropped), and is renamed to its final name only after its md5 matched; a wrong file is deleted;
+- an archive already in ``downloads_dir`` is used only if its md5 matches, else it is deleted and downloaded again;
+- extraction refuses the whole archive, before writing anything, when any member is absolute, climbs out with
+  ``..``, or is anything but a regular file or a folder (symbolic or hard link, device, FIFO);
+- an archive is unpacked into a temporary folder and moved into place; the ``.extracted-<md5>`` marker is written
+  last, so a run killed while extracting extracts again;
+- each archive is fetched and extracted under a file lock: two processes never download or unpack it at once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import stat
 import tarfile
@@ -18,7 +28,7 @@ from urllib.parse import unquote, urlparse
 
 import pooch
 
-from a2i_utils.io import atomic_write_text
+from a2i_utils.io import atomic_write_text, file_lock
 
 ZENODO = "https://zenodo.org/records/3828124/files"
 
@@ -61,34 +71,65 @@ def local_file_downloader(url: str, output_file, pooch_obj=None, check_only: boo
     return None
 
 
+def md5_file(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex md5 of a file's bytes, read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def download(archive: Archive, downloads_dir: Path, progress: bool = True) -> Path:
-    """Download ``archive`` into ``downloads_dir`` unless a file with the right md5 is there; return its path."""
+    """Download ``archive`` into ``downloads_dir`` unless a file with the right md5 is there; return its path.
+
+    A file there with another md5 is deleted and downloaded again. The download itself goes to the staging folder
+    ``.partial-<name>/`` (emptied first) and is renamed to its final name only once its md5 matched.
+    """
     downloads_dir = Path(downloads_dir)
-    downloads_dir.mkdir(parents=True, exist_ok=True)
+    final = downloads_dir / archive.name
+    with file_lock(final):
+        if final.is_file():
+            if md5_file(final) == archive.md5:
+                return final
+            print(f"{final}: md5 does not match the expected {archive.md5}: deleted, downloading it again")
+            final.unlink()
+        staging = downloads_dir / f".partial-{archive.name}"
+        shutil.rmtree(staging, ignore_errors=True)  # what a killed download left behind
+        try:
+            _retrieve(archive, staging, progress)
+            (staging / archive.name).replace(final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+def _retrieve(archive: Archive, folder: Path, progress: bool) -> Path:
+    """pooch's download of ``archive`` into ``folder`` with its md5 check; DownloadError saying what to do."""
     if urlparse(archive.url).scheme == "file":
         downloader = local_file_downloader
     else:
         downloader = pooch.HTTPDownloader(progressbar=progress)
     try:
         path = pooch.retrieve(
-            archive.url, known_hash=f"md5:{archive.md5}", fname=archive.name, path=downloads_dir,
-            downloader=downloader,
+            archive.url, known_hash=f"md5:{archive.md5}", fname=archive.name, path=folder, downloader=downloader,
         )
     except ValueError as err:  # pooch: hash mismatch (the wrong file is deleted, never kept)
         raise DownloadError(f"{archive.name} from {archive.url}: md5 check failed, file refused ({err})") from err
-    except (OSError, RuntimeError) as err:  # no network, HTTP error, missing mirror file
+    except (OSError, RuntimeError) as err:  # no network, HTTP error, dropped connection (requests' are OSErrors)
+        final = folder.parent / archive.name
         raise DownloadError(
             f"{archive.name}: download from {archive.url} failed ({type(err).__name__}: {err}). Without network, "
-            f"copy the file (md5 {archive.md5}) to {downloads_dir / archive.name} and run again."
+            f"copy the file (md5 {archive.md5}) to {final} and run again."
         ) from err
     return Path(path)
 
 
-def _member_problem(name: str, is_link: bool) -> str | None:
-    """Why an archive member is unsafe to extract, or None."""
+def _member_problem(name: str, kind: str) -> str | None:
+    """Why an archive member is unsafe to extract, or None; ``kind`` is "file", "dir" or what else it is."""
     p = PurePosixPath(name.replace("\\", "/"))
-    if is_link:
-        return "is a link"
+    if kind not in ("file", "dir"):
+        return f"is a {kind}"
     if p.is_absolute() or (p.parts and p.parts[0].endswith(":")):
         return "has an absolute path"
     if ".." in p.parts:
@@ -96,19 +137,38 @@ def _member_problem(name: str, is_link: bool) -> str | None:
     return None
 
 
+def _zip_kind(info: zipfile.ZipInfo) -> str:
+    """What a zip member is, from its Unix mode when it has one (zip stores links and devices there)."""
+    mode = info.external_attr >> 16
+    if stat.S_IFMT(mode) == 0:  # no Unix file type recorded (e.g. made on Windows): a file or a folder
+        return "dir" if info.is_dir() else "file"
+    kinds = {stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symbolic link", stat.S_IFCHR: "device file",
+             stat.S_IFBLK: "device file", stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket"}
+    return kinds.get(stat.S_IFMT(mode), "special file")
+
+
+def _tar_kind(m: tarfile.TarInfo) -> str:
+    """What a tar member is."""
+    if m.isfile() or m.isdir():
+        return "file" if m.isfile() else "dir"
+    if m.issym() or m.islnk():
+        return "symbolic link" if m.issym() else "hard link"
+    return "device file" if m.isdev() and not m.isfifo() else "FIFO" if m.isfifo() else "special file"
+
+
 def check_archive(path: Path) -> list[str]:
-    """Member names of a zip or tar archive, after refusing any unsafe member."""
+    """Member names of a zip or tar archive, after refusing any unsafe member (:func:`_member_problem`)."""
     path = Path(path)
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
-            members = [(i.filename, stat.S_ISLNK(i.external_attr >> 16)) for i in zf.infolist()]
+            members = [(i.filename, _zip_kind(i)) for i in zf.infolist()]
     elif tarfile.is_tarfile(path):
         with tarfile.open(path) as tf:
-            members = [(m.name, m.issym() or m.islnk() or not (m.isfile() or m.isdir())) for m in tf.getmembers()]
+            members = [(m.name, _tar_kind(m)) for m in tf.getmembers()]
     else:
         raise UnsafeArchiveError(f"{path}: not a zip or tar archive")
-    for name, is_link in members:
-        problem = _member_problem(name, is_link)
+    for name, kind in members:
+        problem = _member_problem(name, kind)
         if problem:
             raise UnsafeArchiveError(f"{path}: refusing to extract, member {name!r} {problem}")
     return [name for name, _ in members]
@@ -142,13 +202,18 @@ def safe_extract(path: Path, target: Path) -> Path:
 
 
 def ensure_advance(cfg, progress: bool = True, archives: tuple[Archive, ...] | None = None) -> Path:
-    """``cfg.datasets_dir / "advance"``, downloading and extracting the archives (default: ARCHIVES) not there yet."""
+    """``cfg.datasets_dir / "advance"``, downloading and extracting the archives (default: ARCHIVES) not there yet.
+
+    An archive counts as extracted only when its ``.extracted-<md5>`` marker is there, written after the last
+    file was moved into place; each archive is handled under a lock (another process waits, then finds it done).
+    """
     root = Path(cfg.datasets_dir) / "advance"
     for archive in ARCHIVES if archives is None else archives:
         marker = root / f".extracted-{archive.md5}"
-        if marker.is_file():
-            continue
-        zip_path = download(archive, cfg.downloads_dir, progress=progress)
-        safe_extract(zip_path, root)
-        atomic_write_text(marker, archive.name + "\n")
+        with file_lock(Path(cfg.downloads_dir) / f"{archive.name}.extract"):
+            if marker.is_file():
+                continue
+            zip_path = download(archive, cfg.downloads_dir, progress=progress)
+            safe_extract(zip_path, root)
+            atomic_write_text(marker, archive.name + "\n")
     return root

@@ -22,6 +22,7 @@ in float32 the parameters stay mapped from the file: replace the checkpoint by r
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -50,34 +51,79 @@ def huge_checkpoint_path(cfg: Config) -> Path:
     return Path(cfg.downloads_dir) / HUGE_FILENAME
 
 
-def download_file(url: str, dest: Path, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part`` (resumed when present), checking the announced size."""
+def download_file(url: str, dest: Path, progress: bool = True, sha256: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part`` (resumed when present); ``dest`` only once complete.
+
+    Policy: an existing ``.part`` is resumed with an HTTP Range request; a server that ignores the range, answers
+    another start, or refuses it (416: the part is already as long as the file, or longer) makes it start over. The
+    part becomes ``dest`` (a rename) only when it has the size the server announced and, with ``sha256``, that
+    hash; a part of the wrong hash is deleted. A dropped connection keeps the part for the next run to resume.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    try:
+        total = _fetch_into(url, part, dest, progress)
+    except _RangeRefused:
+        part.unlink(missing_ok=True)
+        total = _fetch_into(url, part, dest, progress)
+    got = part.stat().st_size
+    if total is not None and got != total:
+        raise CheckpointError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
+    if sha256 is not None and (digest := sha256_file(part)) != sha256:
+        part.unlink()
+        raise CheckpointError(f"{dest}: downloaded from {url} but its SHA-256 is {digest}, expected {sha256}; "
+                              "the download was deleted")
+    part.replace(dest)
+    return dest
+
+
+class _RangeRefused(Exception):
+    """The server refused a resume (416) or answered another range: start the download over."""
+
+
+def _fetch_into(url: str, part: Path, dest: Path, progress: bool) -> int | None:
+    """Append the rest of ``url`` to ``part`` (all of it when the server does not resume); the announced total."""
     done = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
         resp = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and done:
+            raise _RangeRefused from err
+        raise CheckpointError(f"could not download {url} to {dest}: {err}") from err
     except (urllib.error.URLError, OSError) as err:
         raise CheckpointError(f"could not download {url} to {dest}: {err}") from err
     with resp:
-        status = getattr(resp, "status", None)
-        if done and status != 206:  # the server ignored the range: start over
-            done = 0
+        content_range = resp.headers.get("Content-Range")
+        if done and getattr(resp, "status", None) != 206:
+            done = 0  # the server ignored the range and sends the whole file: start over
+        elif done and content_range is not None and not content_range.startswith(f"bytes {done}-"):
+            raise _RangeRefused  # another range than asked for: start over
         length = resp.headers.get("Content-Length")
         total = done + int(length) if length is not None else None
-        with open(part, "ab" if done else "wb") as f, tqdm(
-            total=total, initial=done, unit="B", unit_scale=True, desc=f"download {dest.name}", disable=not progress
-        ) as bar:
-            while chunk := resp.read(1 << 20):
-                f.write(chunk)
-                bar.update(len(chunk))
-    got = part.stat().st_size
-    if total is not None and got != total:
-        raise CheckpointError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
-    part.replace(dest)
-    return dest
+        try:
+            with open(part, "ab" if done else "wb") as f, tqdm(
+                total=total, initial=done, unit="B", unit_scale=True, desc=f"download {dest.name}",
+                disable=not progress,
+            ) as bar:
+                while chunk := resp.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as err:  # a dropped connection: IncompleteRead, reset...
+            raise CheckpointError(f"{part}: download from {url} interrupted ({type(err).__name__}); "
+                                  "run again to resume") from err
+    return total
+
+
+class ChangedCheckpointError(CheckpointError):
+    """A verified checkpoint whose size has changed since: corrupt or partly overwritten."""
+
+
+def discard(path: Path) -> None:
+    """Delete a refused checkpoint and its verification stamp (the next run downloads it again)."""
+    Path(path).unlink(missing_ok=True)
+    _stamp_path(Path(path)).unlink(missing_ok=True)
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -136,10 +182,19 @@ def read_stamp(path: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         print(f"warning: {stamp_file}: unreadable verification stamp ({err}); verifying {path.name} again")
         return None
-    if not isinstance(stamp, dict) or not {"size", "mtime_ns", "sha256"} <= stamp.keys():
-        print(f"warning: {stamp_file}: incomplete verification stamp; verifying {path.name} again")
+    if not _stamp_ok(stamp):
+        print(f"warning: {stamp_file}: incomplete or malformed verification stamp; verifying {path.name} again")
         return None
     return stamp
+
+
+def _stamp_ok(stamp) -> bool:
+    """Whether a stamp has an integer size and modification time and a 64-digit hex SHA-256."""
+    if not isinstance(stamp, dict) or not {"size", "mtime_ns", "sha256"} <= stamp.keys():
+        return False
+    ints = all(type(stamp[k]) is int and stamp[k] >= 0 for k in ("size", "mtime_ns"))
+    sha = stamp["sha256"]
+    return ints and isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)
 
 
 def build_empty(builder: Callable[[], nn.Module]) -> nn.Module:
@@ -191,7 +246,7 @@ def load_verified_weights(
     stamp = read_stamp(path)
     st = path.stat() if path.is_file() else None
     if stamp is not None and st is not None and st.st_size != stamp["size"]:
-        raise CheckpointError(
+        raise ChangedCheckpointError(
             f"{path}: size {st.st_size} bytes differs from the verified {stamp['size']}: "
             "the file changed or is corrupt; delete it (and its .verified.json) to download it again"
         )
@@ -230,7 +285,8 @@ def load_imagebind_huge(
     small ``ImageBindModel`` and a ``file://`` URL to run this same path on a checkpoint they wrote.
     """
     path = huge_checkpoint_path(cfg)
-    if not path.is_file():
+    fresh = not path.is_file()
+    if fresh:
         if not download:
             raise CheckpointError(f"{path}: no checkpoint in the cache and download=False")
         download_file(url, path, progress=progress)
@@ -241,6 +297,9 @@ def load_imagebind_huge(
     try:
         stamp = load_verified_weights(model, path, device=device, dtype=dtype)
     except CheckpointError as err:
+        if fresh or isinstance(err, ChangedCheckpointError):  # a wrong download, or changed since verified
+            discard(path)
+            raise CheckpointError(f"{err}\n(deleted it: run again to download it again from {url})") from err
         raise CheckpointError(f"{err}\n(delete {path} to download it again from {url})") from err
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)  # (the buffers; weights already are)
     return Embedder(model, f"imagebind_huge-{stamp['sha256'][:16]}", device, dtype)
