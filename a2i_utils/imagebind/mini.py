@@ -14,7 +14,10 @@ built at small widths
    ``imagebind.mini_mask_same_recording``), never counted as negatives.
 
 The trained weights are saved as safetensors under ``cfg.checkpoints_dir`` keyed by the config and the
-data, and reused; a finished stage 1 is kept, so an interrupted run resumes at stage 2.
+data, and reused; a finished stage 1 is kept, so an interrupted run resumes at stage 2. Within a stage, an
+in-stage checkpoint every ``imagebind.mini_checkpoint_every`` steps (:class:`StageCheckpoint`) lets a killed
+run go on from its last one, to bitwise the same weights and losses as a run never stopped. One process
+trains a given miniature at a time (:func:`a2i_utils.io.file_lock`): a second one waits, then loads it.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,11 +47,12 @@ from a2i_utils.imagebind.preprocess import (
     load_text_inputs,
     load_vision_inputs,
 )
-from a2i_utils.io import CheckpointError, atomic_write, cache_key, sha256_file
+from a2i_utils.io import CheckpointError, atomic_write, cache_key, file_lock, sha256_file
 
 BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second: in a notebook each redraw is a kernel message,
 # and thousands of them overflow the kernel's message queue (nbval then loses the end of the cell)
 MODEL_VERSION = 1  # part of the miniature's cache key: bump when the training code changes but not the shapes
+NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
 
 
 def build_mini(cfg: Config) -> nn.Module:
@@ -77,7 +81,8 @@ def build_mini(cfg: Config) -> nn.Module:
 
 def mini_key(cfg: Config, pairs) -> str:
     """The miniature's cache key (``mini-v<MODEL_VERSION>-<hash>``): config, seed, the data's bytes, prompt."""
-    ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items() if k.startswith("mini_") or k == "embed_dim"}
+    ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items()
+          if (k.startswith("mini_") or k == "embed_dim") and k not in NOT_IN_KEY}
     data = [(p.id, p.label, p.split, sha256_file(p.image_path), sha256_file(p.audio_path))  # the bytes, not names
             for p in sorted(pairs, key=lambda p: (p.label, p.id))]
     captions = sorted(_captions(pairs).items())
@@ -96,7 +101,8 @@ def _captions(pairs) -> dict[str, str]:
 
 
 def mini_checkpoint_path(cfg: Config, key: str, stage: str = "final") -> Path:
-    """``checkpoints/imagebind_mini/<key>[-vision].safetensors``."""
+    """``checkpoints/imagebind_mini/<key>[-<stage>].safetensors``: final, ``vision`` (stage 1 done), or the
+    in-stage checkpoints ``vision-progress`` and ``audio-progress``."""
     suffix = "" if stage == "final" else f"-{stage}"
     return Path(cfg.checkpoints_dir) / "imagebind_mini" / f"{key}{suffix}.safetensors"
 
@@ -125,8 +131,99 @@ def load_mini_weights(model: nn.Module, path: Path) -> dict:
     return info
 
 
+class StageCheckpoint:
+    """The in-stage checkpoint of one training stage: one safetensors file, replaced every ``every`` steps.
+
+    It holds what the loop needs to go on as if never stopped: the weights of ``modules``, the optimiser's
+    state and param groups, the LR schedule, the state of ``gen`` and of torch's global generator (drop path
+    draws from it), the loop's record (losses) and tensors of its own (an epoch's permutation). Written with
+    :func:`a2i_utils.io.atomic_write`: a kill during the write leaves the previous checkpoint whole and a
+    ``.<name>.<pid>.tmp`` that is never read (removed with the checkpoint). Read back without pickle; a file
+    that cannot be read or does not fit the model is a :class:`CheckpointError` naming it, never skipped
+    silently (delete it to restart the stage). Saving draws no random numbers and reorders nothing.
+    """
+
+    def __init__(self, path: Path | None, every: int, total: int, modules: dict[str, nn.Module], opt, sched,
+                 gen: torch.Generator):
+        self.path, self.every, self.total = path, every, total
+        self.modules, self.opt, self.sched, self.gen = modules, opt, sched, gen
+
+    def resume(self) -> dict | None:
+        """Restore everything from the checkpoint if there is one; return its record (``step``, ...) or None."""
+        if self.path is None or not self.path.is_file():
+            return None
+        state = self._load()
+        print(f"Found in-stage checkpoint {self.path.name}, resuming at step {state['step']} of {self.total}")
+        return state
+
+    def step_done(self, done: int, record: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
+        """After ``done`` steps: save if it is time (every ``every`` steps, never at the end: the stage is saved)."""
+        if self.path is not None and self.every > 0 and done % self.every == 0 and done < self.total:
+            self._save(done, record, tensors or {})
+
+    def _save(self, step: int, record: dict, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        opt = self.opt.state_dict()
+        out = {f"{name}.{k}": v.detach().cpu().contiguous()
+               for name, m in self.modules.items() for k, v in m.state_dict().items()}
+        out |= {f"optimizer.{i}.{k}": v.detach().cpu().contiguous() for i, st in opt["state"].items()
+                for k, v in st.items()}
+        out |= {f"loop.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
+        out |= {"rng.gen": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
+        meta = {"step": step, "record": record, "scheduler": self.sched.state_dict(),
+                "param_groups": opt["param_groups"]}
+        atomic_write(self.path, lambda tmp: save_file(out, str(tmp), metadata={"progress": json.dumps(meta)}))
+
+    def _load(self) -> dict:
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(self.path))
+            with safe_open(str(self.path), "pt") as f:
+                meta = json.loads(f.metadata()["progress"])
+            for name, m in self.modules.items():
+                m.load_state_dict(_prefixed(tensors, name), strict=True)
+            groups = [g | {"betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
+            state = {int(i): st for i, st in _nested(_prefixed(tensors, "optimizer")).items()}
+            self.opt.load_state_dict({"state": state, "param_groups": groups})
+            self.sched.load_state_dict(meta["scheduler"])
+            self.gen.set_state(tensors["rng.gen"])
+            torch.set_rng_state(tensors["rng.torch"])
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{self.path}: unusable in-stage checkpoint ({str(err)[:300]}); "
+                                  "delete it to restart this stage") from err
+        return {**meta["record"], "step": int(meta["step"]), "tensors": _prefixed(tensors, "loop")}
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries ``<prefix>.<rest>`` of ``tensors`` as ``{rest: tensor}``."""
+    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def _nested(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+    """``{"<i>.<name>": t}`` -> ``{"<i>": {name: t}}`` (the optimiser's per-parameter state)."""
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for k, v in flat.items():
+        i, _, name = k.partition(".")
+        out.setdefault(i, {})[name] = v
+    return out
+
+
+def remove_stage_checkpoint(path: Path) -> None:
+    """Delete an in-stage checkpoint and any temporary file a kill during its write left beside it."""
+    path.unlink(missing_ok=True)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
 def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embedder:
-    """The miniature ImageBind of ``cfg``: loaded from the cache if trained before, else trained and saved."""
+    """The miniature ImageBind of ``cfg``: loaded from the cache if trained before, else trained and saved.
+
+    Training holds a lock on the final file: a second process asking for the same miniature meanwhile waits,
+    then loads what the first one saved.
+    """
     from a2i_utils.data import prepare_dataset
 
     dataset = dataset or prepare_dataset(cfg, progress=progress)
@@ -134,12 +231,16 @@ def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embe
     final = mini_checkpoint_path(cfg, key)
     torch.manual_seed(cfg.seed)
     model = build_mini(cfg)
-    if final.is_file():
+    info = None
+    if not final.is_file():
+        with file_lock(final):  # another process training this miniature: wait here, then load its weights
+            if not final.is_file():
+                print(f"No checkpoint {final.name} yet: training the miniature ImageBind")
+                with cpu_threads(cfg.imagebind.cpu_threads):
+                    info = train_mini(cfg, model, dataset, key, progress=progress)
+    if info is None:
         print(f"Found checkpoint {final.name}, loading")
         info = load_mini_weights(model, final)
-    else:
-        with cpu_threads(cfg.imagebind.cpu_threads):
-            info = train_mini(cfg, model, dataset, key, progress=progress)
     model = model.eval().requires_grad_(False)
     return Embedder(model, key, "cpu", torch.float32, info)
 
@@ -158,18 +259,23 @@ def train_mini(cfg: Config, model: nn.Module, dataset, key: str, progress: bool 
         t0 = time.time()
         caps = _captions(train)
         captions = [caps[p.id] for p in train] if all(p.id in caps for p in train) else None
-        info = {"vision_loss": train_vision_text(model, images, labels, CLASSES, ib, cfg.seed, progress, captions)}
+        progress_file = mini_checkpoint_path(cfg, key, "vision-progress")
+        info = {"vision_loss": train_vision_text(model, images, labels, CLASSES, ib, cfg.seed, progress, captions,
+                                                 checkpoint=progress_file)}
         info["vision_seconds"] = round(time.time() - t0, 1)
         save_mini(model, stage1, info)
+        remove_stage_checkpoint(progress_file)
     audio = load_audio_inputs([p.audio_path for p in train])  # (N, 3, 1, 128, 204)
     with torch.no_grad():
         model.eval()
         targets = embed_in_batches(model, "vision", images, ib.batch_size)  # (N, D), unit norm, frozen
     t0 = time.time()
     groups = recording_groups(train) if ib.mini_mask_same_recording else None
-    info["audio_loss"] = train_audio(model, audio, targets, ib, cfg.seed, progress, groups)
+    progress_file = mini_checkpoint_path(cfg, key, "audio-progress")
+    info["audio_loss"] = train_audio(model, audio, targets, ib, cfg.seed, progress, groups, checkpoint=progress_file)
     info["audio_seconds"] = round(time.time() - t0, 1)
     save_mini(model, mini_checkpoint_path(cfg, key), info)
+    remove_stage_checkpoint(progress_file)
     return info
 
 
@@ -185,6 +291,23 @@ def augment_images(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = x.flip(-1)
     k = int(torch.randint(0, 4, (1,), generator=gen).item())
     return torch.rot90(x, k, dims=(-2, -1))
+
+
+def epoch_batches(n: int, bs: int, epochs: int, gen: torch.Generator, start: int = 0,
+                  perm: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(step, the epoch's permutation, batch indices) from step ``start`` on, ``ceil(n / bs)`` batches an epoch.
+
+    Each epoch draws a new permutation of the ``n`` items from ``gen`` at its first step; ``perm`` is the
+    permutation of the epoch in progress, needed when resuming in the middle of one.
+    """
+    per_epoch = (n + bs - 1) // bs
+    for step in range(start, epochs * per_epoch):
+        j = step % per_epoch  # batch of the epoch
+        if j == 0:
+            perm = torch.randperm(n, generator=gen)
+        elif perm is None:
+            raise ValueError(f"resuming at step {step}, inside an epoch, needs that epoch's permutation")
+        yield step, perm, perm[j * bs : (j + 1) * bs]
 
 
 def _set_trainable(model: nn.Module, modalities: Sequence[str]) -> list[nn.Parameter]:
@@ -211,11 +334,13 @@ def _optimise(loss: torch.Tensor, opt, sched, losses: list[float], bar) -> None:
 
 
 def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed: int,
-                      progress: bool = True, captions: Sequence[str] | None = None) -> list[float]:
+                      progress: bool = True, captions: Sequence[str] | None = None,
+                      checkpoint: Path | None = None) -> list[float]:
     """Stage 1: CLIP-style cross-entropy of images against the prompts of the 13 scene classes.
 
     With ``captions`` (one per image), a second cross-entropy over the distinct captions is added, so the
-    image embedding also tells apart what the captions describe.
+    image embedding also tells apart what the captions describe. With ``checkpoint`` (a path), an in-stage
+    checkpoint is saved there every ``ib.mini_checkpoint_every`` steps and resumed from if present.
     """
     params = _set_trainable(model, ("vision", "text"))
     opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
@@ -227,20 +352,29 @@ def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed:
     n, bs = len(images), ib.mini_train_batch
     steps = ib.mini_vision_epochs * ((n + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ib.mini_lr, total_steps=steps, pct_start=0.1)
-    losses: list[float] = []
+    ckpt = StageCheckpoint(checkpoint, ib.mini_checkpoint_every, steps, {"model": model}, opt, sched, gen)
+    start, losses, resumed_perm = _resume(ckpt)
     model.train()
     desc = "mini ImageBind stage 1: vision+text"
-    bar = tqdm(total=steps, desc=desc, disable=not progress, mininterval=BAR_INTERVAL_S)
-    for _ in range(ib.mini_vision_epochs):
-        for idx in torch.randperm(n, generator=gen).split(bs):
-            out = model({"vision": augment_images(images[idx], gen), "text": tokens})
-            logits = out["vision"] @ out["text"].T  # (B, 13 + K): unit image x scaled text = cosine * logit scale
-            loss = F.cross_entropy(logits[:, : len(prompts)], labels[idx])
-            if cap_labels is not None:
-                loss = loss + F.cross_entropy(logits[:, len(prompts) :], cap_labels[idx])
-            _optimise(loss, opt, sched, losses, bar)
+    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, mininterval=BAR_INTERVAL_S)
+    for step, perm, idx in epoch_batches(n, bs, ib.mini_vision_epochs, gen, start, resumed_perm):
+        out = model({"vision": augment_images(images[idx], gen), "text": tokens})
+        logits = out["vision"] @ out["text"].T  # (B, 13 + K): unit image x scaled text = cosine * logit scale
+        loss = F.cross_entropy(logits[:, : len(prompts)], labels[idx])
+        if cap_labels is not None:
+            loss = loss + F.cross_entropy(logits[:, len(prompts) :], cap_labels[idx])
+        _optimise(loss, opt, sched, losses, bar)
+        ckpt.step_done(step + 1, {"losses": losses}, {"perm": perm})
     bar.close()
     return losses
+
+
+def _resume(ckpt: StageCheckpoint) -> tuple[int, list[float], torch.Tensor | None]:
+    """(first step, losses so far, the epoch's permutation) from ``ckpt`` if it exists, else a fresh start."""
+    state = ckpt.resume()
+    if state is None:
+        return 0, [], None
+    return state["step"], state["losses"], state["tensors"]["perm"]
 
 
 def recording_groups(pairs) -> torch.Tensor:
@@ -264,12 +398,13 @@ def infonce(audio: torch.Tensor, image: torch.Tensor, groups: torch.Tensor | Non
 
 
 def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress: bool = True,
-                groups: torch.Tensor | None = None) -> list[float]:
+                groups: torch.Tensor | None = None, checkpoint: Path | None = None) -> list[float]:
     """Stage 2: the audio tower against the frozen image embeddings of the same pairs, InfoNCE over the batch.
 
     Each step uses one random clip of the 3 per recording (a cheap augmentation, 3x faster); the model
     averages all 3 at inference, as ImageBind does. ``groups`` (N,): each pair's recording (see
-    :func:`infonce`); None treats every pair as its own recording.
+    :func:`infonce`); None treats every pair as its own recording. ``checkpoint``: as in
+    :func:`train_vision_text`.
     """
     params = _set_trainable(model, ("audio",))
     opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
@@ -277,15 +412,17 @@ def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress:
     n, bs = len(audio), ib.mini_train_batch
     steps = ib.mini_audio_epochs * ((n + bs - 1) // bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=ib.mini_lr, total_steps=steps, pct_start=0.1)
-    losses: list[float] = []
+    ckpt = StageCheckpoint(checkpoint, ib.mini_checkpoint_every, steps, {"model": model}, opt, sched, gen)
+    start, losses, resumed_perm = _resume(ckpt)
     model.eval()
     model.modality_trunks["audio"].train()  # drop path in the audio trunk only
-    bar = tqdm(total=steps, desc="mini ImageBind stage 2: audio", disable=not progress, mininterval=BAR_INTERVAL_S)
-    for _ in range(ib.mini_audio_epochs):
-        for idx in torch.randperm(n, generator=gen).split(bs):
-            clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
-            x = audio[idx, clip].unsqueeze(1)  # (B, 1, 1, 128, 204): one clip per recording
-            loss = infonce(model({"audio": x})["audio"], targets[idx], None if groups is None else groups[idx])
-            _optimise(loss, opt, sched, losses, bar)
+    bar = tqdm(total=steps, initial=start, desc="mini ImageBind stage 2: audio", disable=not progress,
+               mininterval=BAR_INTERVAL_S)
+    for step, perm, idx in epoch_batches(n, bs, ib.mini_audio_epochs, gen, start, resumed_perm):
+        clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
+        x = audio[idx, clip].unsqueeze(1)  # (B, 1, 1, 128, 204): one clip per recording
+        loss = infonce(model({"audio": x})["audio"], targets[idx], None if groups is None else groups[idx])
+        _optimise(loss, opt, sched, losses, bar)
+        ckpt.step_done(step + 1, {"losses": losses}, {"perm": perm})
     bar.close()
     return losses

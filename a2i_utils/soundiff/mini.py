@@ -12,7 +12,12 @@ It stands in for Stability's SD 2.1 UnCLIP, which was trained on OpenCLIP image 
 
 So the demo's zero-shot baseline is what the paper's is: a decoder that never saw audio, fed audio embeddings.
 Everything is saved under ``checkpoints/soundiff_mini/<key>/`` (the key holds the config, the seed, the ImageBind
-identity and the images' bytes); a finished VAE is kept, so an interrupted run resumes at the U-Net.
+identity and the images' bytes); a finished VAE is kept, so an interrupted run resumes at the U-Net. Within
+the VAE and the U-Net stages an in-stage checkpoint every ``soundiff.mini_checkpoint_every`` steps (weights, the
+U-Net's EMA, optimiser, LR schedule, generators, losses; :class:`a2i_utils.imagebind.mini.StageCheckpoint`) lets a
+killed run go on to bitwise the same result. One process pretrains a given miniature at a time (a file lock):
+a second one waits, then loads it. Our saved folders are only ever read as safetensors (``use_safetensors=True``):
+a pickled ``.bin`` put there is refused, never loaded.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from tqdm.auto import tqdm
 
 from a2i_utils.config import Config, SounDiffConfig
 from a2i_utils.devices import cpu_threads
-from a2i_utils.io import atomic_write_text, cache_key, sha256_file
+from a2i_utils.imagebind.mini import StageCheckpoint, remove_stage_checkpoint
+from a2i_utils.io import atomic_write_text, cache_key, file_lock, sha256_file
 
 MODEL_VERSION = 1
+NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
 BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second (nbval chokes on thousands of messages)
 TEXT_MAX_LEN = 20  # tokens (characters) of a prompt in the miniature (the real tokenizer: 77 BPE tokens)
 KL_WEIGHT = 1e-6  # VAE: weight of the KL term (as Stable Diffusion's autoencoder)
@@ -147,15 +154,23 @@ def encode_latent_dist(vae, images: torch.Tensor, batch: int = 64) -> tuple[torc
     return torch.cat(means), torch.cat(stds)
 
 
-def train_vae(vae, images: torch.Tensor, sc: SounDiffConfig, seed: int, progress: bool = True) -> list[float]:
-    """Reconstruction (MSE) + a small KL term, AdamW with cosine decay, random flips and quarter turns."""
+def train_vae(vae, images: torch.Tensor, sc: SounDiffConfig, seed: int, progress: bool = True,
+              checkpoint: Path | None = None) -> list[float]:
+    """Reconstruction (MSE) + a small KL term, AdamW with cosine decay, random flips and quarter turns.
+
+    With ``checkpoint`` (a path), an in-stage checkpoint is saved there every ``sc.mini_checkpoint_every`` steps
+    and resumed from if present.
+    """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=sc.mini_lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=sc.mini_lr, total_steps=sc.mini_vae_steps, pct_start=0.05)
-    losses: list[float] = []
+    ckpt = StageCheckpoint(checkpoint, sc.mini_checkpoint_every, sc.mini_vae_steps, {"vae": vae}, opt, sched, gen)
+    state = ckpt.resume()
+    start, losses = (state["step"], state["losses"]) if state else (0, [])
     vae.train()
-    bar = tqdm(range(sc.mini_vae_steps), desc="mini UnCLIP: VAE", disable=not progress, mininterval=BAR_INTERVAL_S)
-    for _ in bar:
+    bar = tqdm(range(start, sc.mini_vae_steps), total=sc.mini_vae_steps, initial=start, desc="mini UnCLIP: VAE",
+               disable=not progress, mininterval=BAR_INTERVAL_S)
+    for step in bar:
         idx = torch.randint(0, len(images), (sc.mini_batch,), generator=gen)
         view = int(torch.randint(0, 8, (1,), generator=gen))
         x = dihedral_views(images[idx])[view]  # (B, 3, H, W)
@@ -168,6 +183,7 @@ def train_vae(vae, images: torch.Tensor, sc: SounDiffConfig, seed: int, progress
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
+        ckpt.step_done(step + 1, {"losses": losses})
     vae.eval().requires_grad_(False)
     return losses
 
@@ -183,11 +199,13 @@ def ema_update(ema, model, decay: float) -> None:
 
 
 def pretrain_unet(pipe, latent_mean: torch.Tensor, latent_std: torch.Tensor, embeds: torch.Tensor,
-                  sc: SounDiffConfig, seed: int, progress: bool = True) -> tuple[object, dict]:
+                  sc: SounDiffConfig, seed: int, progress: bool = True,
+                  checkpoint: Path | None = None) -> tuple[object, dict]:
     """Train ``pipe.unet`` on (latent views (8, N, 4, h, w), embeddings (N, D)); return its EMA copy and history.
 
     Each sample: a random view of a random training image, a random unCLIP embedding noise level in
-    ``[0, mini_max_noise_level]``, the condition dropped with probability ``mini_cond_dropout``.
+    ``[0, mini_max_noise_level]``, the condition dropped with probability ``mini_cond_dropout``. With
+    ``checkpoint``: in-stage checkpoints (U-Net, EMA, optimiser, ...) as in :func:`train_vae`.
     """
     from a2i_utils.soundiff.training import diffusion_loss, noise_scheduler_of
 
@@ -198,11 +216,14 @@ def pretrain_unet(pipe, latent_mean: torch.Tensor, latent_std: torch.Tensor, emb
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=sc.mini_lr, total_steps=sc.mini_unet_steps,
                                                 pct_start=0.05)
     gen = torch.Generator().manual_seed(seed + 7)
+    ckpt = StageCheckpoint(checkpoint, sc.mini_checkpoint_every, sc.mini_unet_steps, {"unet": unet, "ema": ema},
+                           opt, sched, gen)
+    state = ckpt.resume()
+    start, history = (state["step"], state["history"]) if state else (0, {"loss": [], "lr": []})
     n, sf = embeds.shape[0], pipe.vae.config.scaling_factor
-    history: dict = {"loss": [], "lr": []}
     unet.train()
-    bar = tqdm(range(sc.mini_unet_steps), desc="mini UnCLIP: U-Net", disable=not progress,
-               mininterval=BAR_INTERVAL_S)
+    bar = tqdm(range(start, sc.mini_unet_steps), total=sc.mini_unet_steps, initial=start, desc="mini UnCLIP: U-Net",
+               disable=not progress, mininterval=BAR_INTERVAL_S)
     for step in bar:
         idx = torch.randint(0, n, (sc.mini_batch,), generator=gen)
         view = torch.randint(0, 8, (sc.mini_batch,), generator=gen)
@@ -221,6 +242,7 @@ def pretrain_unet(pipe, latent_mean: torch.Tensor, latent_std: torch.Tensor, emb
         history["loss"].append(loss.item())
         history["lr"].append(sched.get_last_lr()[0])
         bar.set_postfix(loss=f"{np.mean(history['loss'][-20:]):.4f}", refresh=False)
+        ckpt.step_done(step + 1, {"history": history})
     return ema.eval(), history
 
 
@@ -242,7 +264,8 @@ def data_fingerprint(pairs) -> list:
 
 def mini_unclip_key(cfg: Config, pairs, imagebind_identity: str) -> str:
     """``mini_unclip-v<MODEL_VERSION>-<hash>``: the soundiff config's mini fields, image size, seed, ImageBind, data."""
-    sc = {k: v for k, v in dataclasses.asdict(cfg.soundiff).items() if k.startswith("mini_") or k == "image_size"}
+    sc = {k: v for k, v in dataclasses.asdict(cfg.soundiff).items()
+          if (k.startswith("mini_") or k == "image_size") and k not in NOT_IN_KEY}
     payload = {"soundiff": sc, "seed": cfg.seed, "imagebind": imagebind_identity, "data": data_fingerprint(pairs)}
     return cache_key("mini_unclip", MODEL_VERSION, payload)
 
@@ -277,7 +300,11 @@ def save_components(pipe, folder: Path, info: dict) -> None:
 
 
 def load_components(folder: Path):
-    """A pipeline from :func:`save_components`' folder, with the stand-in image encoder; ``pipe.info`` set."""
+    """A pipeline from :func:`save_components`' folder, with the stand-in image encoder; ``pipe.info`` set.
+
+    Weights are read from safetensors only: a folder whose weights are a pickled ``.bin`` is a
+    :class:`CheckpointError`, and the ``.bin`` is never unpickled.
+    """
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
@@ -286,16 +313,17 @@ def load_components(folder: Path):
     from a2i_utils.soundiff.pipeline import attach_stand_in
 
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet")
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
         pipe = StableUnCLIPImg2ImgPipeline(
             feature_extractor=CLIPImageProcessor(crop_size=unet.config.sample_size, size=unet.config.sample_size),
             image_encoder=None,
-            image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(folder / "image_normalizer"),
+            image_normalizer=StableUnCLIPImageNormalizer.from_pretrained(folder / "image_normalizer",
+                                                                         use_safetensors=True),
             image_noising_scheduler=DDPMScheduler.from_pretrained(folder / "image_noising_scheduler"),
             tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True),
             unet=unet, scheduler=DDIMScheduler.from_pretrained(folder / "scheduler"),
-            vae=AutoencoderKL.from_pretrained(folder / "vae"),
+            vae=AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True),
         )
         pipe.info = json.loads((folder / "info.json").read_text())
     except (OSError, ValueError, json.JSONDecodeError) as err:
@@ -307,7 +335,11 @@ def load_components(folder: Path):
 
 
 def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bool = True):
-    """The miniature UnCLIP pipeline of ``cfg``: loaded if pretrained before, else pretrained and saved."""
+    """The miniature UnCLIP pipeline of ``cfg``: loaded if pretrained before, else pretrained and saved.
+
+    Pretraining holds a lock on the folder: a second process asking for the same miniature meanwhile waits,
+    then loads what the first one saved.
+    """
     from a2i_utils.data import prepare_dataset
     from a2i_utils.imagebind.embedder import load_imagebind
 
@@ -315,12 +347,16 @@ def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bo
     embedder = embedder or load_imagebind(cfg, progress=progress)
     key = mini_unclip_key(cfg, dataset.pairs, embedder.identity)
     folder = mini_dir(cfg, key)
-    if (folder / "info.json").is_file():
+    pipe = None
+    if not (folder / "info.json").is_file():
+        with file_lock(folder):  # another process pretraining this miniature: wait here, then load its folder
+            if not (folder / "info.json").is_file():
+                print(f"No pretrained miniature UnCLIP {key} yet: pretraining it")
+                with cpu_threads(cfg.soundiff.cpu_threads):
+                    pipe = pretrain_mini(cfg, dataset, embedder, folder, progress)
+    if pipe is None:
         print(f"Found pretrained miniature UnCLIP {key}, loading")
         pipe = load_components(folder)
-    else:
-        with cpu_threads(cfg.soundiff.cpu_threads):
-            pipe = pretrain_mini(cfg, dataset, embedder, folder, progress)
     pipe.key = key
     return pipe
 
@@ -338,18 +374,20 @@ def pretrain_mini(cfg: Config, dataset, embedder, folder: Path, progress: bool =
     info: dict = {}
     if (vae_dir / "config.json").is_file():
         print(f"Found the miniature's VAE {vae_dir.name}, loading (resuming at the U-Net)")
-        vae = AutoencoderKL.from_pretrained(vae_dir).eval().requires_grad_(False)
+        vae = AutoencoderKL.from_pretrained(vae_dir, use_safetensors=True).eval().requires_grad_(False)
         info.update(json.loads((vae_dir / "vae_info.json").read_text()))
     else:
         torch.manual_seed(cfg.seed)
         vae = build_vae(sc)
         t0 = time.time()
-        info["vae_loss"] = train_vae(vae, images, sc, cfg.seed, progress)
+        vae_progress = folder.with_name(folder.name + "-vae-progress.safetensors")
+        info["vae_loss"] = train_vae(vae, images, sc, cfg.seed, progress, checkpoint=vae_progress)
         info["vae_seconds"] = round(time.time() - t0, 1)
         mean, _ = encode_latent_dist(vae, images)
         vae.register_to_config(scaling_factor=float(1.0 / mean.std()))  # unit-variance latents, as SD's 0.18215
         atomic_dir(vae_dir, lambda tmp: (vae.save_pretrained(tmp),
                                          atomic_write_text(tmp / "vae_info.json", json.dumps(info))))
+        remove_stage_checkpoint(vae_progress)
     embeds = embed_files(embedder, [p.image_path for p in train], "vision", cfg, progress=progress)  # (N, D)
     tokenizer = offline_tokenizer(TEXT_MAX_LEN)
     text_encoder = tiny_text_encoder(len(tokenizer), sc.mini_text_dim, TEXT_MAX_LEN, cfg.seed)
@@ -365,11 +403,13 @@ def pretrain_mini(cfg: Config, dataset, embedder, folder: Path, progress: bool =
     latent_mean = torch.stack([m for m, _ in dist])  # (8, N, 4, h, w)
     latent_std = torch.stack([s for _, s in dist])
     t0 = time.time()
-    ema, history = pretrain_unet(pipe, latent_mean, latent_std, embeds, sc, cfg.seed, progress)
+    unet_progress = folder.with_name(folder.name + "-unet-progress.safetensors")
+    ema, history = pretrain_unet(pipe, latent_mean, latent_std, embeds, sc, cfg.seed, progress, unet_progress)
     info.update(unet_loss=history["loss"], unet_lr=history["lr"], unet_seconds=round(time.time() - t0, 1))
     pipe.register_modules(unet=ema)
     pipe.image_normalizer.requires_grad_(False)
     atomic_dir(folder, lambda tmp: save_components(pipe, tmp, info))
+    remove_stage_checkpoint(unet_progress)
     shutil.rmtree(vae_dir, ignore_errors=True)
     return load_components(folder)
 
