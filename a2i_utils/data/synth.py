@@ -23,9 +23,11 @@ or ``mixed`` (another, unrelated scene's signature on top); every recording has 
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +47,7 @@ from a2i_utils.data.synth_sounds import (
     draw_sources,
     mix_sources,
 )
+from a2i_utils.io import file_lock
 
 SYNTH_VERSION = 4  # bump when the generator changes: trees are cached under a name that includes it
 # 4: shared sound sources across scenes, a recording-level mix, an `amount` seen and heard, noise-dominated kind
@@ -185,14 +188,26 @@ def write_tree(out: str | Path, per_class: int = 24, seed: int = 42, image_size:
     """Write the synthetic ADVANCE-shaped tree to ``out`` (atomically: built beside it, then renamed).
 
     An existing ``out`` is replaced only when it is empty or an earlier synthetic tree (it has ``synthetic.json``);
-    anything else raises :class:`FileExistsError` before any work is done.
+    anything else raises :class:`FileExistsError` before any work is done. The writer holds :func:`file_lock` on
+    ``out`` throughout, so two writers of one tree take turns, and the half-built folders of killed writers
+    (``.<out>.<pid>.partial``, ``.<out>.<pid>.old``) are deleted before writing. A run killed at any point leaves
+    ``out`` absent, the earlier tree whole, or the new tree whole: never a mix, never a tree missing files.
     """
     out = Path(out)
     if per_class < 1 or image_size < 8:
         raise ValueError(f"per_class must be >= 1 and image_size >= 8 (got {per_class}, {image_size})")
-    check_replaceable(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    with file_lock(out):
+        check_replaceable(out)
+        _remove_leftovers(out)
+        tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+        _fill_tree(tmp, per_class, seed, image_size, sample_rate, duration_s, progress)
+        _swap_into_place(tmp, out)
+    return out
+
+
+def _fill_tree(tmp: Path, per_class: int, seed: int, image_size: int, sample_rate: int, duration_s: float,
+               progress: bool) -> None:
+    """Write every pair and ``synthetic.json`` into the fresh folder ``tmp``."""
     for label in CLASSES:
         (tmp / "vision" / label).mkdir(parents=True)
         (tmp / "sound" / label).mkdir(parents=True)
@@ -216,11 +231,27 @@ def write_tree(out: str | Path, per_class: int = 24, seed: int = 42, image_size:
     params = {"version": SYNTH_VERSION, "per_class": per_class, "seed": seed, "image_size": image_size,
               "sample_rate": sample_rate, "duration_s": duration_s}
     (tmp / "synthetic.json").write_text(json.dumps({"params": params, "pairs": meta}, indent=1))
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished ``tmp`` onto ``out``; an earlier tree is renamed aside first, deleted last.
+
+    Deleting the earlier tree in place could be interrupted half-way and leave a folder that still has its
+    ``synthetic.json`` but lacks files: it would pass for a finished tree. Renames cannot be half done.
+    """
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
     if out.exists():
-        shutil.rmtree(out)
+        out.replace(old)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.replace(out)
-    return out
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Delete the ``.partial`` and ``.old`` folders of killed writers of ``out`` (call it holding the lock)."""
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*"):
+        if stale.is_dir() and stale.suffix in (".partial", ".old"):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def check_replaceable(out: Path) -> None:
@@ -243,9 +274,27 @@ def tree_name(cfg) -> str:
 
 
 def ensure_synthetic(cfg, progress: bool = True) -> Path:
-    """The synthetic tree of ``cfg`` in ``cfg.datasets_dir``, written first if it is not there."""
+    """The synthetic tree of ``cfg`` in ``cfg.datasets_dir``, written first if it is not there.
+
+    A tree is there when its ``synthetic.json`` is (:func:`write_tree` renames a finished tree into place, so
+    a tree with that file is whole). A second process asking for the same tree while the first writes it
+    waits for the first one's lock, then uses the tree it wrote.
+    """
     root = Path(cfg.datasets_dir) / tree_name(cfg)
-    if not (root / "synthetic.json").is_file():
-        d = cfg.data
-        write_tree(root, d.per_class, cfg.seed, d.image_size, d.sample_rate, d.duration_s, progress=progress)
+    if (root / "synthetic.json").is_file():
+        return root
+    _say_if_waiting(root)
+    with file_lock(root):
+        if not (root / "synthetic.json").is_file():  # not written by another process meanwhile
+            d = cfg.data
+            write_tree(root, d.per_class, cfg.seed, d.image_size, d.sample_rate, d.duration_s, progress=progress)
     return root
+
+
+def _say_if_waiting(root: Path) -> None:
+    """Print a line when another process holds the lock of ``root`` (the caller is about to wait for it)."""
+    try:
+        with file_lock(root, timeout=0):
+            return
+    except TimeoutError:
+        print(f"{root}: another a2i process is writing this tree; waiting for it to finish", file=sys.stderr)

@@ -7,7 +7,10 @@ the miniature) and the run key ``emb-v<PREPROCESS_VERSION>-<hash of the dtype>``
 re-run only hashes files; a changed file has a new hash and is embedded again; a retrained model has a new
 identity; the same weights run in bfloat16 instead of float32, or fed by changed preprocessing, get their
 own entries. Entries are written to a temporary file and renamed, so an interrupted
-run leaves no half-written entry; an unreadable entry is treated as missing and rewritten.
+run leaves no half-written entry (the temporary files of killed runs are deleted when a later run writes into
+their folder); an unreadable entry is treated as missing and rewritten. Two processes filling the cache at
+once need no lock: an entry's bytes depend only on its key, so whichever rename comes last stores the same
+embedding (an item both processes miss is computed twice).
 
 Embeddings are stored as ImageBind returns them (audio at norm <= 20, vision at norm 1).
 :func:`scale_audio` applies ``cfg.imagebind.audio_scale`` afterwards, at the single place where audio
@@ -29,6 +32,7 @@ from a2i_utils.config import Config
 from a2i_utils.devices import cpu_threads
 from a2i_utils.imagebind.preprocess import load_audio_inputs, load_vision_inputs
 from a2i_utils.io import atomic_write, cache_key, sha256_file
+from a2i_utils.transformer.features import remove_stale_temps
 
 AUDIO_SCALES = ("imagebind", "unit")
 FILE_MODALITIES = ("audio", "vision")
@@ -139,6 +143,8 @@ def embed_files(
     todo = {k: p for k, p in zip(keys, paths) if k not in found}  # one file per distinct content
     stats.hits += len(keys) - sum(1 for k in keys if k in todo)
     items = list(todo.items())
+    for folder in {cache.path(modality, k).parent for k in todo}:
+        remove_stale_temps(folder)  # what killed runs left where this one writes
     bs = cfg.imagebind.batch_size
     threads = cfg.imagebind.cpu_threads if embedder.device == "cpu" else 0
     for i in tqdm(range(0, len(items), bs), desc=f"embedding {modality}", disable=not progress or not items):

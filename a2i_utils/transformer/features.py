@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +101,38 @@ def cache_path(path: Path, cfg: Config) -> Path:
     return Path(cfg.features_dir) / params_key(cfg.features) / f"{file_key(path)}.safetensors"
 
 
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # io.atomic_write's temporary files: .<name>.<pid>.tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temporary files that killed writers left in ``folder``; return how many.
+
+    :func:`a2i_utils.io.atomic_write` fills ``.<name>.<pid>.tmp`` and renames it onto ``<name>``; a writer killed
+    in between leaves the temporary file. Such a file is never read as an entry (entries are looked up by their
+    own name); it is deleted here once its writer ``pid`` no longer runs on this machine (a live writer's file
+    is kept). Meant for caches on a local disk: a writer on another machine sharing the folder is not seen.
+    """
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except FileNotFoundError:
+        return 0
+    stale = [n for n in names if (m := _TEMP_NAME.match(n)) and not _pid_alive(int(m.group(1)))]
+    for name in stale:
+        (Path(folder) / name).unlink(missing_ok=True)
+    return len(stale)
+
+
 def _save_features(feats: np.ndarray, target: Path) -> None:
     """Write one (500, 220) array as safetensors, atomically."""
     atomic_write(target, lambda tmp: save_file({"features": np.ascontiguousarray(feats)}, tmp))
@@ -127,6 +161,9 @@ def features_for_pairs(pairs, cfg: Config, progress: bool = True, batch_size: in
 
     Cache misses are computed ``batch_size`` recordings at a time: one rFFT over (batch, 500, 441).
     (Per-file copies are done in NumPy: small multi-threaded torch copies are slow on a busy 2-core CPU.)
+    Each entry is written atomically as soon as its batch is done, so a run killed half-way keeps the entries it
+    finished and the next run computes only the rest. Two processes filling the cache at once need no lock: the
+    same inputs give the same bytes, and the last rename wins (the work may be done twice, the result is right).
     """
     fcfg = cfg.features
     paths = [Path(getattr(p, "audio_path", p)) for p in pairs]
@@ -139,6 +176,8 @@ def features_for_pairs(pairs, cfg: Config, progress: bool = True, batch_size: in
             missing.append(i)
         else:
             out[i] = cached
+    if missing:
+        remove_stale_temps(targets[missing[0]].parent)  # every entry lives in the one folder of the parameters
     bar = tqdm(total=len(missing), desc="FFT features", disable=not (progress and missing), leave=False,
                mininterval=1.0)
     for start in range(0, len(missing), batch_size):
