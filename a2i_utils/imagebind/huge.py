@@ -248,7 +248,7 @@ def load_verified_weights(
     if stamp is not None and st is not None and st.st_size != stamp["size"]:
         raise ChangedCheckpointError(
             f"{path}: size {st.st_size} bytes differs from the verified {stamp['size']}: "
-            "the file changed or is corrupt; delete it (and its .verified.json) to download it again"
+            "the file changed or is corrupt since it was verified"
         )
     sd = read_state_dict(path)
     check_state_dict(sd, model, path)
