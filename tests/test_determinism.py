@@ -55,8 +55,8 @@ def two_runs(tmp_path_factory):
 
 
 def test_two_runs_with_the_same_seed_are_bitwise_identical(two_runs):
-    a, b = two_runs
-    assert determinism_run.first_difference(a, b) is None
+    diff = determinism_run.first_difference(*two_runs)
+    assert diff is None, f"the two runs differ first at {diff}"
 
 
 def test_every_stage_produced_results(two_runs):
