@@ -1,0 +1,189 @@
+"""Hostile and broken input, fuzzed (issue 11): the audio reader, the image reader, the dataset scanner, the CLIs.
+
+Every case must end in our own error (``AudioError``, ``ImageError``), whose message starts with the file's path,
+or in the documented result (a finite float32 waveform, a uint8 image of the asked shape): never a library
+exception, never a hang. WAV bytes are built with ``struct`` so that their headers can lie.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import given
+from hypothesis import strategies as st
+
+from a2i_utils.data.audio import (
+    AudioError,
+    LongAudioWarning,
+    SilentAudioWarning,
+    audio_problem,
+    load_audio,
+    load_audio_channels,
+)
+
+FORMATS = {  # (WAVE format tag, bits) -> numpy dtype of the samples as stored
+    (1, 8): np.uint8, (1, 16): np.int16, (1, 24): None, (1, 32): np.int32, (3, 32): np.float32, (3, 64): np.float64,
+}
+QUIET = (SilentAudioWarning, LongAudioWarning, UserWarning)
+
+
+def wav_bytes(samples: np.ndarray, rate: int, channels: int, tag: int = 1, bits: int = 16,
+              declared_data: int | None = None, declared_riff: int | None = None) -> bytes:
+    """A RIFF/WAVE file around ``samples`` (already encoded bytes or an array), whose header may lie."""
+    data = samples if isinstance(samples, bytes) else _encode(samples, tag, bits)
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, (rate * block) & 0xFFFFFFFF, block & 0xFFFF, bits)
+    data_len = len(data) if declared_data is None else declared_data
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", data_len) + data
+    riff_len = len(body) if declared_riff is None else declared_riff
+    return b"RIFF" + struct.pack("<I", riff_len & 0xFFFFFFFF) + body
+
+
+def _encode(x: np.ndarray, tag: int, bits: int) -> bytes:
+    """Float samples in [-1, 1] (frames, channels) -> the little-endian bytes of a (tag, bits) WAV."""
+    if tag == 3:
+        return x.astype(np.float32 if bits == 32 else np.float64).tobytes()
+    if bits == 8:
+        return np.clip(np.round(x * 128 + 128), 0, 255).astype(np.uint8).tobytes()
+    if bits == 24:
+        v = np.clip(x * 2**23, -(2**23), 2**23 - 1).astype("<i4").reshape(-1, 1).view(np.uint8)  # (n, 4) bytes
+        return v[:, :3].tobytes()  # the low three bytes of each little-endian int32
+    dtype = {16: "<i2", 32: "<i4"}[bits]
+    return np.clip(x * 2 ** (bits - 1), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1).astype(dtype).tobytes()
+
+
+def check_audio(path: Path, rate: int = 16_000, duration_s: float | None = 2.0) -> np.ndarray | None:
+    """The contract of the reader on any file: AudioError naming it, or a finite float32 waveform."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QUIET)
+        try:
+            wave = load_audio(path, rate, duration_s=duration_s)
+        except AudioError as err:
+            assert str(err).startswith(str(path)), err
+            reason, _ = audio_problem(path)
+            assert reason is not None and reason.startswith(str(path))
+            return None
+        chans = load_audio_channels(path, rate)
+        reason, _ = audio_problem(path)
+    assert wave.dtype == np.float32 and wave.ndim == 1 and np.isfinite(wave).all()
+    if duration_s is not None:
+        assert wave.shape == (round(duration_s * rate),)
+    assert chans.dtype == np.float32 and chans.ndim == 2 and chans.shape[1] > 0 and np.isfinite(chans).all()
+    assert reason is None or reason.startswith(str(path))  # the whole file is checked: a bad tail is reported
+    return wave
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Audio
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+@given(data=st.binary(min_size=1, max_size=4096), prefix=st.sampled_from([b"", b"RIFF", b"fLaC", b"OggS"]))
+def test_random_bytes_are_refused(tmp_path_factory, data, prefix):
+    path = tmp_path_factory.mktemp("rnd") / "random.wav"
+    path.write_bytes(prefix + data)
+    check_audio(path)
+
+
+@pytest.mark.timeout(120)
+@given(fmt=st.sampled_from(sorted(FORMATS)), channels=st.integers(1, 6), rate=st.sampled_from([8000, 16000, 44100]),
+       frames=st.integers(1, 3000), cut=st.integers(0, 200))
+def test_truncated_headers_and_data(tmp_path_factory, fmt, channels, rate, frames, cut):
+    """Any prefix of a valid WAV: the header part is refused, a cut in the data too (the header says how much)."""
+    x = np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels))
+    full = wav_bytes(x, rate, channels, *fmt)
+    path = tmp_path_factory.mktemp("cut") / "cut.wav"
+    path.write_bytes(full[: max(1, len(full) - 1 - cut * len(full) // 200)])
+    assert check_audio(path) is None  # every proper prefix is refused
+
+
+@pytest.mark.timeout(120)
+@given(fmt=st.sampled_from(sorted(FORMATS)), channels=st.integers(1, 4), frames=st.integers(0, 4000),
+       lie=st.integers(-4000, 4000))
+def test_header_lying_about_its_length(tmp_path_factory, fmt, channels, frames, lie):
+    """A data chunk declared longer than the file is refused; declared shorter, the declared part is read."""
+    x = np.random.default_rng(frames).uniform(-0.5, 0.5, (frames, channels))
+    data = _encode(x, *fmt)
+    declared = max(0, len(data) + lie * channels * fmt[1] // 8)
+    path = tmp_path_factory.mktemp("lie") / "lie.wav"
+    path.write_bytes(wav_bytes(data, 16_000, channels, *fmt, declared_data=declared))
+    wave = check_audio(path, duration_s=None)
+    frame_bytes = channels * fmt[1] // 8
+    if declared > len(data) or declared // frame_bytes == 0:
+        assert wave is None
+    else:
+        assert wave is not None and len(wave) == declared // frame_bytes
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("rate", [0, 1, 7, 999, 2**31 - 1, 44_101, 4_000_000])
+def test_absurd_sample_rates(tmp_path, rate):
+    """Rates we cannot resample sensibly are refused by name; the others give the documented waveform."""
+    path = tmp_path / "rate.wav"
+    path.write_bytes(wav_bytes(np.full((2000, 1), 0.25), rate & 0xFFFFFFFF, 1))
+    wave = check_audio(path)
+    if rate < 1000 or rate > 768_000:
+        assert wave is None
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("channels", [0, 1, 65, 1000, 4096, 65535])
+def test_absurd_channel_counts(tmp_path, channels):
+    path = tmp_path / "chans.wav"
+    frames = 3 if channels else 0
+    path.write_bytes(wav_bytes(bytes(2 * max(channels, 1) * max(frames, 1)), 16_000, channels))
+    wave = check_audio(path)
+    if channels == 0 or channels > 64:
+        assert wave is None
+
+
+@pytest.mark.timeout(120)
+@given(fmt=st.sampled_from([(3, 32), (3, 64)]), where=st.integers(0, 999), value=st.sampled_from(
+    [np.nan, np.inf, -np.inf]))
+def test_nan_and_inf_samples_are_refused(tmp_path_factory, fmt, where, value):
+    x = np.full((1000, 1), 0.1)
+    x[where] = value
+    path = tmp_path_factory.mktemp("nan") / "nan.wav"
+    path.write_bytes(wav_bytes(x, 16_000, 1, *fmt))
+    with pytest.raises(AudioError, match="NaN or infinite") as err:
+        load_audio(path, 16_000)
+    assert str(err.value).startswith(str(path))
+    assert audio_problem(path)[0].startswith(str(path))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("seconds", [1 / 16_000, 0.01, 0.5, 2.0, 10.0, 25.0])
+def test_sample_formats_and_lengths(tmp_path, fmt, seconds):
+    """8/16/24/32-bit int, 32/64-bit float; one sample to 25 s: padded or cropped to the asked length."""
+    rate = 16_000
+    n = max(1, round(seconds * rate))
+    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)[:, None]  # (n, 1)
+    path = tmp_path / "f.wav"
+    path.write_bytes(wav_bytes(x, rate, 1, *fmt))
+    ref, _ = sf.read(path, dtype="float32")
+    wave = check_audio(path, rate, duration_s=10.0)
+    assert wave is not None
+    m = min(n, 10 * rate)
+    np.testing.assert_array_equal(wave[:m], ref[:m])
+    assert not wave[m:].any()
+    tol = 2.0 ** -(7 if fmt[1] == 8 else 14)
+    np.testing.assert_allclose(wave[:m], x[:m, 0], atol=tol)
+
+
+def test_flac_named_wav_is_read(tmp_path):
+    path = tmp_path / "really_flac.wav"
+    sf.write(path, np.full(8000, 0.25, np.float32), 16_000, format="FLAC")
+    wave = check_audio(path, duration_s=None)
+    assert wave is not None and wave.shape == (8000,)
+
+
+def test_zero_length_data_chunk_is_refused(tmp_path):
+    path = tmp_path / "zero.wav"
+    path.write_bytes(wav_bytes(b"", 16_000, 1))
+    with pytest.raises(AudioError, match="no samples"):
+        load_audio(path, 16_000)
