@@ -150,11 +150,15 @@ def stage_metrics(cfg, ds, emb, tuned, out: dict) -> None:
     out["summary"] = {k: [v[0], list(v[1])] for k, v in res.summary(n_boot=200).items()}  # FD, KD and the rest
 
 
-def run(out_dir: Path, seed: int, threads: int) -> dict[str, float]:
-    """All stages in the course's order; results saved to ``out_dir``; returns the seconds each stage took."""
+def run(out_dir: Path, seed: int, threads: int, strict: bool = False) -> dict[str, float]:
+    """All stages in the course's order; results saved to ``out_dir``; returns the seconds each stage took.
+
+    ``strict``: run under ``torch.use_deterministic_algorithms(True)`` (what a GPU run would need; see the README).
+    """
     from safetensors.torch import save_file
 
     torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(strict)
     cfg = tiny_config(out_dir / "cache", seed, threads)
     results: dict[str, dict] = {s: {} for s in STAGES}
     seconds, t0 = {}, time.perf_counter()
@@ -181,7 +185,8 @@ def run(out_dir: Path, seed: int, threads: int) -> dict[str, float]:
     tensors = {f"{s}/{k}": v.contiguous() for s in STAGES for k, v in results[s].items() if torch.is_tensor(v)}
     plain = {s: {k: v for k, v in results[s].items() if not torch.is_tensor(v)} for s in STAGES}
     save_file(tensors, str(out_dir / "results.safetensors"))
-    meta = {"stages": list(STAGES), "seed": seed, "threads": threads, "seconds": seconds, "results": plain}
+    meta = {"stages": list(STAGES), "seed": seed, "threads": threads, "strict": strict, "seconds": seconds,
+            "results": plain}
     (out_dir / "results.json").write_text(json.dumps(meta, indent=1))
     return seconds
 
@@ -240,6 +245,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder for the cache and the results (created)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the config's cpu_threads too)")
+    parser.add_argument("--strict", action="store_true", help="torch.use_deterministic_algorithms(True)")
     parser.add_argument("--compare", type=Path, help="another run's folder: print its first difference and exit")
     args = parser.parse_args()
     if args.compare:
@@ -247,7 +253,7 @@ def main() -> None:
         print(diff or "identical")
         raise SystemExit(1 if diff else 0)
     args.out.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(args.out, args.seed, args.threads)))
+    print(json.dumps(run(args.out, args.seed, args.threads, args.strict)))
 
 
 if __name__ == "__main__":
