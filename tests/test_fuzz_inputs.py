@@ -7,6 +7,7 @@ exception, never a hang. WAV bytes are built with ``struct`` so that their heade
 
 from __future__ import annotations
 
+import io
 import struct
 import warnings
 from pathlib import Path
@@ -14,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from a2i_utils.data.audio import (
     AudioError,
@@ -25,6 +27,7 @@ from a2i_utils.data.audio import (
     load_audio,
     load_audio_channels,
 )
+from a2i_utils.data.images import ImageError, load_image
 
 FORMATS = {  # (WAVE format tag, bits) -> numpy dtype of the samples as stored
     (1, 8): np.uint8, (1, 16): np.int16, (1, 24): None, (1, 32): np.int32, (3, 32): np.float32, (3, 64): np.float64,
@@ -187,3 +190,100 @@ def test_zero_length_data_chunk_is_refused(tmp_path):
     path.write_bytes(wav_bytes(b"", 16_000, 1))
     with pytest.raises(AudioError, match="no samples"):
         load_audio(path, 16_000)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------
+MODES = ["1", "L", "LA", "P", "P+transparency", "RGB", "RGBA", "CMYK", "I;16", "I", "F"]
+SAVE_AS = {"1": ["PNG"], "L": ["PNG", "JPEG"], "LA": ["PNG"], "P": ["PNG", "GIF"], "P+transparency": ["PNG"],
+           "RGB": ["PNG", "JPEG"], "RGBA": ["PNG"], "CMYK": ["JPEG", "TIFF"], "I;16": ["PNG", "TIFF"],
+           "I": ["TIFF"], "F": ["TIFF"]}
+
+
+def make_image(mode: str, w: int, h: int, seed: int = 0) -> Image.Image:
+    """A random image of ``mode`` (``P+transparency``: a palette image with a transparent index)."""
+    rng = np.random.default_rng(seed)
+    if mode in ("I;16", "I", "F"):
+        x = rng.integers(0, 65536, (h, w)).astype({"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])
+        img = Image.fromarray(x / np.float32(65535) if mode == "F" else x)  # F: values in [0, 1]
+        assert img.mode == mode
+        return img
+    img = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), "RGB")
+    if mode.startswith("P"):
+        img = img.quantize(16)
+        if mode != "P":
+            img.info["transparency"] = 0
+        return img
+    return img.convert(mode)
+
+
+def image_bytes(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def check_image(path: Path, size: int = 8) -> tuple[np.ndarray, np.ndarray] | None:
+    """The contract of the image reader on any file: ImageError naming it, or uint8 arrays of the asked shape."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            rgb = load_image(path, size)
+            gray = load_image(path, size, gray=True)
+        except ImageError as err:
+            assert str(err).startswith(str(path)), err
+            return None
+    assert rgb.dtype == np.uint8 and rgb.shape == (size, size, 3)
+    assert gray.dtype == np.uint8 and gray.shape == (size, size)
+    return rgb, gray
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=60)
+@given(mode=st.sampled_from(MODES), data=st.data(), w=st.integers(1, 9), h=st.integers(1, 9),
+       ext=st.sampled_from([".png", ".jpg", ".jpeg"]))
+def test_every_mode_and_odd_size_reads_as_uint8(tmp_path_factory, mode, data, w, h, ext):
+    """Palette, 16-bit, 32-bit, float, CMYK, alpha, 1-bit, gray; 1x1 to 9x9; any format under any image name."""
+    fmt = data.draw(st.sampled_from(SAVE_AS[mode]))
+    path = tmp_path_factory.mktemp("img") / f"x{ext}"
+    path.write_bytes(image_bytes(make_image(mode, w, h, seed=w * 10 + h), fmt))
+    assert check_image(path) is not None
+
+
+def test_16_bit_images_keep_their_brightness(tmp_path):
+    """A 16-bit gray image is scaled to 8 bits (value / 257), not clipped at 255 (which whitens it)."""
+    x = np.linspace(0, 65535, 64, dtype=np.uint16).reshape(8, 8)
+    for mode, arr, ext in (("I;16", x, "png"), ("I", x.astype(np.int32), "tiff")):
+        path = tmp_path / f"{mode}.{ext}"
+        Image.fromarray(arr).save(path)
+        gray = load_image(path, 8, gray=True)
+        np.testing.assert_array_equal(gray, np.round(x / 257).astype(np.uint8))
+
+
+@pytest.mark.timeout(120)
+@settings(max_examples=60)
+@given(fmt=st.sampled_from(["PNG", "JPEG"]), mode=st.sampled_from(["RGB", "L", "P"]), frac=st.floats(0.0, 0.999))
+def test_truncated_images_are_refused(tmp_path_factory, fmt, mode, frac):
+    """Every prefix class of a PNG or JPEG (header, inside the data, just before the end)."""
+    assume(not (fmt == "JPEG" and mode == "P"))
+    full = image_bytes(make_image(mode, 40, 30, seed=1), fmt)
+    path = tmp_path_factory.mktemp("trunc") / f"t.{fmt.lower()}"
+    path.write_bytes(full[: int(frac * len(full))])
+    assert check_image(path) is None
+
+
+@pytest.mark.timeout(120)
+@given(data=st.binary(min_size=0, max_size=2048),
+       prefix=st.sampled_from([b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF89a", b"II*\x00", b"BM"]))
+def test_random_bytes_are_not_images(tmp_path_factory, data, prefix):
+    path = tmp_path_factory.mktemp("rnd") / "random.jpg"
+    path.write_bytes(prefix + data)
+    assert check_image(path) is None
+
+
+def test_png_named_jpg_is_read(tmp_path):
+    path = tmp_path / "png_really.jpg"
+    Image.fromarray(np.full((8, 8, 3), 77, np.uint8)).save(path, format="PNG")
+    rgb, _ = check_image(path)
+    assert (rgb == 77).all()

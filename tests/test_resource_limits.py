@@ -10,14 +10,18 @@ from __future__ import annotations
 import struct
 import tracemalloc
 import warnings
+import zlib
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from PIL import Image
 
 from a2i_utils.data import audio as A
+from a2i_utils.data import images as I
 from a2i_utils.data.audio import AudioError, LongAudioWarning, audio_problem, load_audio, load_audio_channels
+from a2i_utils.data.images import ImageError, load_image
 
 MB = 2**20
 
@@ -115,3 +119,54 @@ def test_odd_rate_is_refused_before_allocating_a_huge_kernel(tmp_path):
         load_audio(path, 16_000)
     assert "cannot be resampled" in audio_problem(path)[0]
     assert load_audio(path, 44_101).shape == (4410,)  # read at its own rate it is fine
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------
+def png_declaring(path, w: int, h: int, idat: bytes = b""):
+    """A PNG whose header declares w x h RGB pixels, followed by ``idat`` (a decompression bomb when it is small)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize(("w", "h"), [(20_000, 20_000), (9_000, 9_000), (100_000, 100_000), (2**31 - 1, 1)])
+def test_huge_declared_images_are_refused_before_decoding(tmp_path, w, h):
+    """A decompression bomb: 1 KB of zlib declaring up to 10 Gpx; refused from the header, nothing allocated."""
+    path = png_declaring(tmp_path / "bomb.png", w, h, zlib.compress(bytes(1_000_000), 9))
+    assert path.stat().st_size < 2_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even Pillow's DecompressionBombWarning gets out
+        with pytest.raises(ImageError, match=r"over the limit of 67 Mpx") as err:
+            traced_peak(load_image, path, 64)
+    assert str(err.value).startswith(str(path))
+    size = f"{w} x {h} pixels" if w * h < 179_000_000 else f"({w * h} pixels)"  # over 179 Mpx: Pillow's words
+    assert size in str(err.value)
+
+
+def test_a_real_20000_pixel_image_is_refused_with_its_size(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("1", (20_000, 20_000)).save(path)  # 1-bit: 50 MB in memory, a tiny file
+
+    def refusal():
+        with pytest.raises(ImageError) as err:
+            load_image(path, 64)
+        return str(err.value)
+
+    message, peak = traced_peak(refusal)
+    assert message.startswith(f"{path}: over the limit of 67 Mpx (Image size (400000000 pixels)")
+    assert peak < 5  # MiB: nothing decoded
+
+
+def test_an_image_at_the_limit_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(I, "MAX_IMAGE_PIXELS", 300 * 200)
+    path = tmp_path / "ok.png"
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(path)
+    assert load_image(path, 16).shape == (16, 16, 3)
+    Image.new("RGB", (301, 200)).save(path)
+    with pytest.raises(ImageError, match="301 x 200 pixels"):
+        load_image(path, 16)
