@@ -13,7 +13,7 @@ DEBUG_ENV = "A2I_DEBUG"  # set to 1 to see the full traceback of a user error to
 # Modules that add verbs: each has ``register(subparsers)`` adding a parser whose ``func(args)`` runs it.
 COMMAND_MODULES: tuple[str, ...] = (
     "a2i_utils.cli", "a2i_utils.data.cli", "a2i_utils.imagebind.cli", "a2i_utils.soundiff.cli",
-    "a2i_utils.evaluation.cli", "a2i_utils.preflight",
+    "a2i_utils.evaluation.cli", "a2i_utils.preflight", "a2i_utils.doctor",
 )
 
 
