@@ -24,10 +24,13 @@ or ``mixed`` (another, unrelated scene's signature on top); every recording has 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import shutil
 import sys
+import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -197,12 +200,18 @@ def write_tree(out: str | Path, per_class: int = 24, seed: int = 42, image_size:
     if per_class < 1 or image_size < 8:
         raise ValueError(f"per_class must be >= 1 and image_size >= 8 (got {per_class}, {image_size})")
     with file_lock(out):
-        check_replaceable(out)
-        _remove_leftovers(out)
-        tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
-        _fill_tree(tmp, per_class, seed, image_size, sample_rate, duration_s, progress)
-        _swap_into_place(tmp, out)
+        _write_tree_locked(out, per_class, seed, image_size, sample_rate, duration_s, progress)
     return out
+
+
+def _write_tree_locked(out: Path, per_class: int, seed: int, image_size: int, sample_rate: int,
+                       duration_s: float, progress: bool) -> None:
+    """:func:`write_tree`'s work, for a caller that holds the lock of ``out``."""
+    check_replaceable(out)
+    _remove_leftovers(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    _fill_tree(tmp, per_class, seed, image_size, sample_rate, duration_s, progress)
+    _swap_into_place(tmp, out)
 
 
 def _fill_tree(tmp: Path, per_class: int, seed: int, image_size: int, sample_rate: int, duration_s: float,
@@ -283,18 +292,21 @@ def ensure_synthetic(cfg, progress: bool = True) -> Path:
     root = Path(cfg.datasets_dir) / tree_name(cfg)
     if (root / "synthetic.json").is_file():
         return root
-    _say_if_waiting(root)
-    with file_lock(root):
-        if not (root / "synthetic.json").is_file():  # not written by another process meanwhile
+    with ExitStack() as held:
+        _hold_lock(root, held)
+        if not (root / "synthetic.json").is_file():  # not written by the other process meanwhile
             d = cfg.data
-            write_tree(root, d.per_class, cfg.seed, d.image_size, d.sample_rate, d.duration_s, progress=progress)
+            _write_tree_locked(root, d.per_class, cfg.seed, d.image_size, d.sample_rate, d.duration_s, progress)
     return root
 
 
-def _say_if_waiting(root: Path) -> None:
-    """Print a line when another process holds the lock of ``root`` (the caller is about to wait for it)."""
-    try:
-        with file_lock(root, timeout=0):
+def _hold_lock(root: Path, held: ExitStack, poll_s: float = 0.2) -> None:
+    """Take :func:`file_lock` on ``root`` into ``held``; if another process holds it, say so once and wait."""
+    for attempt in itertools.count():
+        try:
+            held.enter_context(file_lock(root, timeout=0))
             return
-    except TimeoutError:
-        print(f"{root}: another a2i process is writing this tree; waiting for it to finish", file=sys.stderr)
+        except TimeoutError:
+            if attempt == 0:
+                print(f"{root}: another a2i process is writing this tree; waiting for it to finish", file=sys.stderr)
+        time.sleep(poll_s)

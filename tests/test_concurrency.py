@@ -1,0 +1,244 @@
+"""Two processes filling the same cache at once (two notebooks, or ``make demo`` while a notebook runs) end with
+a correct cache and no error in either.
+
+The children meet for sure: they wait on files the test creates only once both have reached the point where
+they can collide (both found the cache empty; both are about to write the tree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from safetensors.torch import load_file
+
+from a2i_utils.config import get_config
+from a2i_utils.data import synth
+from a2i_utils.imagebind import cache as E
+from a2i_utils.transformer import features as F
+
+TINY_TREE = {"data.per_class": 1, "data.image_size": 16, "data.duration_s": 0.5}
+EMB = {"device": "cpu", "imagebind.batch_size": 2}
+
+# A stand-in for ImageBind, the same code in the test and in its children: the cache does not depend on the
+# model, and building the miniature means importing the imagebind package (4 s a process on this machine).
+TINY_EMBEDDER = """
+def tiny_embedder():
+    \"\"\"One seeded linear head on the audio inputs: (B, 3, 1, 128, 204) -> (B, 32).\"\"\"
+    import torch
+    from torch import nn
+
+    from a2i_utils.imagebind.embedder import Embedder
+
+    class Towers(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.modality_heads = nn.ModuleDict({"audio": nn.Sequential(nn.Flatten(), nn.Linear(3 * 128 * 204, 32))})
+
+        def forward(self, inputs):
+            return {m: self.modality_heads[m](x) for m, x in inputs.items()}
+
+    torch.manual_seed(0)
+    return Embedder(Towers().eval(), identity="tiny-test-model")
+"""
+exec(TINY_EMBEDDER)  # defines tiny_embedder() here
+
+CHILD_HEAD = """
+import hashlib, json, os, sys, time
+from pathlib import Path
+import torch
+torch.set_num_threads(1)
+from a2i_utils.config import get_config
+ARGS = json.loads(sys.argv[1])
+
+def wait_file(name):
+    while not os.path.exists(name):
+        time.sleep(0.01)
+
+def once_then(real, marker, go):
+    done = []
+
+    def wrapped(*a, **k):
+        if not done:
+            done.append(1)
+            print(marker, flush=True)
+            wait_file(go)
+        return real(*a, **k)
+    return wrapped
+
+def sha(t):
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+"""
+
+
+def start_pair(code: str, cache: Path, **args) -> list[subprocess.Popen]:
+    """Two children ``python -c CHILD_HEAD + code`` on the same cache ``cache``; output merged, unbuffered."""
+    env = {**os.environ, "A2I_CACHE": str(cache), "A2I_MODE": "demo"}
+    return [subprocess.Popen([sys.executable, "-c", CHILD_HEAD + code, json.dumps(args)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            for _ in range(2)]
+
+
+def read_until(procs, done, timeout: float = 180.0) -> list[str]:
+    """The children's outputs so far, read until ``done(outputs)``; fail (with them) if they end or hang first."""
+    outs, deadline = [b"" for _ in procs], time.monotonic() + timeout
+    while not done([o.decode(errors="replace") for o in outs]):
+        open_ = [p.stdout for p in procs if not p.stdout.closed]
+        ready, _, _ = select.select(open_, [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            for p in procs:
+                p.kill()
+            pytest.fail("children hung:\n" + "\n---\n".join(o.decode(errors="replace") for o in outs))
+        for f in ready:
+            i = [p.stdout for p in procs].index(f)
+            chunk = os.read(f.fileno(), 1 << 16)
+            if not chunk:
+                f.close()
+            outs[i] += chunk
+        if all(p.stdout.closed for p in procs) and not done([o.decode(errors="replace") for o in outs]):
+            pytest.fail("children ended early:\n" + "\n---\n".join(o.decode(errors="replace") for o in outs))
+    return [o.decode(errors="replace") for o in outs]
+
+
+def finish(procs, outs: list[str]) -> list[str]:
+    """Read the children to the end; their whole outputs (each must exit 0 without a traceback)."""
+    outs = [o + (b"" if p.stdout.closed else p.stdout.read()).decode(errors="replace") for p, o in zip(procs, outs)]
+    for p, out in zip(procs, outs):
+        assert p.wait(timeout=180) == 0 and "Traceback" not in out, out
+    return outs
+
+
+def digest(root: Path) -> dict[str, str]:
+    """sha1 of every file of a tree."""
+    return {p.relative_to(root).as_posix(): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.numpy().tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory) -> list[Path]:
+    """Six distinct 10 s recordings at 22,050 Hz."""
+    folder = tmp_path_factory.mktemp("wavs")
+    for i in range(6):
+        noise = 0.2 * np.random.default_rng(i).standard_normal(220_500)
+        sf.write(folder / f"{i:05d}.wav", noise.astype(np.float32), 22_050, subtype="PCM_16")
+    return sorted(folder.glob("*.wav"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The synthetic tree: one writer, the other waits and reuses it
+# ----------------------------------------------------------------------------------------------------------
+TREE_CHILD = """
+from a2i_utils.data import synth
+if ARGS["unlocked"]:  # the code as it would be without the lock
+    import contextlib
+    synth.file_lock = lambda path, timeout=-1: contextlib.nullcontext(path)
+real_write = synth._write_tree_locked
+
+def reporting(*a, **k):
+    print("WRITING", flush=True)
+    return real_write(*a, **k)
+
+synth._write_tree_locked = reporting
+synth.make_sound = once_then(synth.make_sound, "FIRST PAIR", ARGS["go"])  # the writer stops at its first pair
+print("ROOT", synth.ensure_synthetic(get_config("demo", ARGS["over"]), progress=False), flush=True)
+"""
+
+
+def _two_tree_writers(cache: Path, go: Path, unlocked: bool) -> list[str]:
+    """Start two children asking for the same tree; release the writer once the other one has arrived too."""
+    procs = start_pair(TREE_CHILD, cache, over=TINY_TREE, go=str(go), unlocked=unlocked)
+
+    def both_arrived(outs):  # the second either writes too (no lock) or waits for the lock
+        text = "".join(outs)
+        return "FIRST PAIR" in text and (text.count("WRITING") == 2 or "waiting for it to finish" in text)
+
+    outs = read_until(procs, both_arrived)
+    go.touch()
+    if unlocked:
+        for p in procs:
+            p.kill()
+            p.wait()
+        return outs
+    return finish(procs, outs)
+
+
+def test_two_processes_asking_for_the_tree_write_it_once(tmp_path):
+    cfg = get_config("demo", {"cache_dir": tmp_path / "cache", **TINY_TREE})
+    outs = _two_tree_writers(cfg.cache_dir, tmp_path / "go", unlocked=False)
+    assert "".join(outs).count("WRITING") == 1  # one writer; the other waited, then used its tree
+    root = Path(cfg.datasets_dir) / synth.tree_name(cfg)
+    assert all(f"ROOT {root}" in out for out in outs)
+    reference = synth.write_tree(tmp_path / "ref", 1, cfg.seed, 16, duration_s=0.5, progress=False)
+    assert digest(root) == digest(reference)
+    assert sorted(p.name for p in Path(cfg.datasets_dir).iterdir()) == [root.name, root.name + ".lock"]
+
+    outs = _two_tree_writers(tmp_path / "unlocked", tmp_path / "go2", unlocked=True)
+    assert "".join(outs).count("WRITING") == 2  # without the lock, both would write (and delete) the same tree
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The feature and embedding caches: atomic entries, no lock; both children compute and write every entry
+# ----------------------------------------------------------------------------------------------------------
+CACHES_CHILD = TINY_EMBEDDER + """
+from a2i_utils.imagebind import cache as E
+from a2i_utils.transformer import features as F
+paths = [Path(p) for p in ARGS["paths"]]
+# each child stops once it has looked the cache up and found nothing, until both have
+F.load_audio = once_then(F.load_audio, "FEATURES ALL MISSING", ARGS["go"] + "-features")
+E._load_inputs = once_then(E._load_inputs, "EMBEDDINGS ALL MISSING", ARGS["go"] + "-embeddings")
+computed = []
+real_fft = F.fft_features
+F.fft_features = lambda w, fcfg: computed.append(len(w)) or real_fft(w, fcfg)
+out = F.features_for_pairs(paths, get_config("demo"), progress=False, batch_size=2)
+print("FEATURES COMPUTED", sum(computed), "SHA", sha(out), flush=True)
+
+cfg = get_config("demo", ARGS["over"])
+embedder = tiny_embedder()
+stats = E.EmbedStats()
+out = E.embed_files(embedder, paths, "audio", cfg, progress=False, stats=stats)
+print("EMBEDDINGS COMPUTED", stats.computed, "SHA", sha(out), flush=True)
+"""
+
+
+def test_two_processes_filling_the_feature_and_embedding_caches_at_once(tmp_path, wavs):
+    cfg = get_config("demo", {"cache_dir": tmp_path / "cache", **EMB})
+    ref_cfg = get_config("demo", {"cache_dir": tmp_path / "ref", **EMB})
+    embedder = tiny_embedder()  # noqa: F821 (defined by exec above)
+    ref_features = F.features_for_pairs(wavs, ref_cfg, progress=False)
+    ref_embeddings = E.embed_files(embedder, wavs, "audio", ref_cfg, progress=False)
+    go = tmp_path / "go"
+    procs = start_pair(CACHES_CHILD, cfg.cache_dir, over=EMB, paths=[str(p) for p in wavs], go=str(go))
+    for stage in ("features", "embeddings"):
+        outs = read_until(procs, lambda outs, s=stage: all(f"{s.upper()} ALL MISSING" in o for o in outs))
+        Path(f"{go}-{stage}").touch()
+    outs = finish(procs, outs)
+    for out in outs:  # both computed and wrote every entry, both got the right result
+        assert f"FEATURES COMPUTED 6 SHA {sha(ref_features)}" in out
+        assert f"EMBEDDINGS COMPUTED 6 SHA {sha(ref_embeddings)}" in out
+
+    folder = Path(cfg.features_dir) / F.params_key(cfg.features)
+    by_key = {F.file_key(p): i for i, p in enumerate(wavs)}
+    assert sorted(p.stem for p in folder.iterdir()) == sorted(by_key)  # whole entries only, no temporary file
+    for entry in folder.iterdir():
+        assert torch.equal(load_file(entry)["features"], ref_features[by_key[entry.stem]])
+
+    root = E.EmbeddingCache.of(embedder, cfg).root
+    by_key = {E.file_hash(p): i for i, p in enumerate(wavs)}
+    entries = [p for p in root.rglob("*") if p.is_file()]
+    assert sorted(p.stem for p in entries) == sorted(by_key)
+    for entry in entries:
+        assert torch.equal(load_file(entry)["embedding"], ref_embeddings[by_key[entry.stem]])
