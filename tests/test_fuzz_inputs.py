@@ -287,3 +287,62 @@ def test_png_named_jpg_is_read(tmp_path):
     Image.fromarray(np.full((8, 8, 3), 77, np.uint8)).save(path, format="PNG")
     rgb, _ = check_image(path)
     assert (rgb == 77).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The command line: the three cases reported in issue 11
+# ----------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def small_embedder(tmp_path, monkeypatch):
+    """``a2i embed`` with the preset's model swapped for a small untrained one (training it takes minutes)."""
+    import torch
+
+    import a2i_utils.imagebind.embedder as M
+    from a2i_utils.config import get_config
+    from a2i_utils.imagebind.mini import build_mini
+
+    torch.set_num_threads(1)
+    cfg = get_config("demo", {"cache_dir": tmp_path / "cache", "device": "cpu", "imagebind.embed_dim": 32,
+                              "imagebind.mini_dim": 32, "imagebind.mini_blocks": 1, "imagebind.mini_heads": 2})
+    torch.manual_seed(0)
+    emb = M.Embedder(build_mini(cfg).eval(), identity="fuzz-test-model")
+    monkeypatch.setattr(M, "load_imagebind", lambda c, progress=True: emb)
+    return cfg
+
+
+def test_embed_folder_with_an_empty_wav_skips_it_and_embeds_the_rest(small_embedder, tmp_path, capsys):
+    from a2i_utils.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        sf.write(data / f"good{i}.wav", np.full(8000, 0.1 * (i + 1), np.float32), 16_000)
+    (data / "empty.wav").write_bytes(b"")
+    (data / "cut.jpg").write_bytes(image_bytes(make_image("RGB", 32, 32), "JPEG")[:300])
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(data / "ok.png")
+    status = main(["embed", str(data), "--cache", str(small_embedder.cache_dir)])
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert f"skipped {data / 'empty.wav'}: the file is empty" in err
+    assert f"skipped {data / 'cut.jpg'}: not a readable image" in err
+    assert "audio: 2 files -> 2 embeddings" in out and "vision: 1 files -> 1 embeddings" in out
+    assert "Traceback" not in out + err
+
+
+def test_embed_a_truncated_jpg_is_one_line(small_embedder, tmp_path, capsys):
+    from a2i_utils.cli import main
+
+    path = tmp_path / "truncated.jpg"
+    path.write_bytes(image_bytes(make_image("RGB", 64, 64), "JPEG")[:-200])
+    assert main(["embed", str(path), "--cache", str(small_embedder.cache_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert len(err.splitlines()) == 1 and err.startswith(f"skipped {path}: not a readable image or corrupt data")
+    assert "nothing to embed" in out and "Traceback" not in out + err
+
+
+def test_config_with_a_bogus_mode_is_one_line(capsys):
+    from a2i_utils.cli import main
+
+    assert main(["config", "--mode", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("a2i: error: unknown preset 'bogus'") and len(err.splitlines()) == 1

@@ -1,8 +1,15 @@
-"""``a2i embed DIR_OR_FILES...``: fill the embedding cache with the ImageBind embeddings of audio and image files."""
+"""``a2i embed DIR_OR_FILES...``: fill the embedding cache with the ImageBind embeddings of audio and image files.
+
+Every file is checked with a2i's readers first (:func:`a2i_utils.data.audio.audio_problem`, which decodes the
+whole recording block by block, and :func:`a2i_utils.data.images.open_image`); one that cannot be used is
+reported on stderr as ``skipped <file>: <why>`` and the others are embedded. The exit status is 1 when a file
+was skipped or a path was bad, 0 when everything given was embedded.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -46,8 +53,28 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
     return audio, images, problems
 
 
+def usable(files: list[Path], modality: str) -> tuple[list[Path], list[str]]:
+    """The files a2i's reader accepts, and ``<file>: <why>`` for each of the others."""
+    from a2i_utils.data.audio import audio_problem
+    from a2i_utils.data.images import ImageError, open_image
+
+    good, bad = [], []
+    for f in files:
+        if modality == "audio":
+            why = audio_problem(f)[0]
+        else:
+            try:
+                open_image(f).close()
+                why = None
+            except ImageError as err:
+                why = str(err)
+        good += [f] if why is None else []
+        bad += [] if why is None else [why]
+    return good, bad
+
+
 def run(args: argparse.Namespace) -> int:
-    """Embed the files, print what was done; exit status 1 when nothing could be embedded or a path was bad."""
+    """Embed the usable files, print what was done; exit status 1 when a file was skipped or a path was bad."""
     from a2i_utils.config import get_config
     from a2i_utils.imagebind.cache import EmbeddingCache, EmbedStats, embed_files
     from a2i_utils.imagebind.embedder import load_imagebind
@@ -56,6 +83,10 @@ def run(args: argparse.Namespace) -> int:
     audio, images, problems = collect(list(args.paths))
     for line in problems:
         print(f"warning: {line}")
+    (audio, bad_audio), (images, bad_images) = usable(audio, "audio"), usable(images, "vision")
+    for why in bad_audio + bad_images:
+        print(f"skipped {why}", file=sys.stderr)
+    problems += bad_audio + bad_images
     if not audio and not images:
         print("nothing to embed: no audio or image files found")
         return 1

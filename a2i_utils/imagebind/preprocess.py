@@ -15,6 +15,11 @@ Multi-channel files: we do the same (``load_audio_channels`` keeps the channels;
 of them, the fbank reads channel 0), so a stereo file gives ImageBind's input exactly, not that of the channel
 average (``tests/test_imagebind_audio.py`` checks it on a stereo file whose channels differ).
 
+Long recordings: ImageBind would decode the whole file and spread its 3 clips over it; we read at most the
+reader's ``MAX_DECODED_SAMPLES`` (300 s of 48 kHz stereo, 30 min of 16 kHz mono; ``a2i_utils.data.audio``), so the
+clips of a longer recording spread over that first part, with a ``LongAudioWarning``. Up to that length the input
+is ImageBind's.
+
 We reproduce those steps exactly (a test compares with ImageBind's own function) with two differences
 that only matter where ImageBind fails: a recording shorter than one 25 ms frame (400 samples) is
 zero-padded to one frame instead of crashing the fbank, and an empty recording is refused with a clear
@@ -116,7 +121,8 @@ def load_audio_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
     """Audio files -> ImageBind's input (B, 3, 1, 128, 204), read with a2i's reader at 16 kHz, channels kept."""
     from a2i_utils.data.audio import load_audio_channels
 
-    waveforms = [load_audio_channels(p, SAMPLE_RATE) for p in paths]  # each float32 (C, T)
+    waveforms = [load_audio_channels(p, SAMPLE_RATE) for p in paths]  # each float32 (C, T), at most the first 300 s
+    # of 48 kHz stereo (the reader's MAX_DECODED_SAMPLES, with a LongAudioWarning): ImageBind's clips span that part
     return waveforms_to_batch(waveforms, [str(p) for p in paths])
 
 
@@ -142,19 +148,11 @@ def vision_transform():
 
 
 def load_vision_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
-    """Image files -> ImageBind's vision input (B, 3, 224, 224); a bad file raises ImageError naming it."""
-    from PIL import Image, UnidentifiedImageError
-
-    from a2i_utils.data.images import ImageError
+    """Image files -> ImageBind's vision input (B, 3, 224, 224); read with a2i's reader (its limits, its errors)."""
+    from a2i_utils.data.images import as_8bit, open_image
 
     tf = vision_transform()
-    out = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                out.append(tf(img.convert("RGB")))  # (3, 224, 224)
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise ImageError(f"{p}: not a readable image ({err})") from err
+    out = [tf(as_8bit(open_image(Path(p))).convert("RGB")) for p in paths]  # each (3, 224, 224)
     return torch.stack(out) if out else torch.empty(0, 3, VISION_SIZE, VISION_SIZE)
 
 
