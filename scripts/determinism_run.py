@@ -1,10 +1,12 @@
 """Run the whole demo pipeline once on a tiny configuration and write every stage's results (tests/test_determinism).
 
-    python scripts/determinism_run.py OUT [--seed 42] [--threads 1]
+    python scripts/determinism_run.py OUT [--seed 42] [--threads 1] [--cache DIR] [--strict]
+    python scripts/determinism_run.py OUT --compare OTHER_OUT     # prints the first difference, exit 1 if any
 
-The cache root is ``OUT/cache`` (fresh: nothing is reused). Each stage's results go, in the course's order, to
-``OUT/results.safetensors`` (tensors named ``<stage>/<name>``) and ``OUT/results.json`` (the stage order and
-the non-tensor results: file hashes, pair ids, scalar metrics). Two runs with the same seed must write the same
+The cache root is ``OUT/cache`` (fresh: nothing is reused) unless ``--cache`` names another. Each stage's
+results go, in the course's order, to ``OUT/results.safetensors`` (tensors named ``<stage>/<name>``) and
+``OUT/results.json`` (the stage order and the non-tensor results: file hashes, pair ids, scalar metrics);
+``--strict`` runs under ``torch.use_deterministic_algorithms(True)``. Two runs with the same seed must write the same
 bytes-for-bytes results; :func:`first_difference` names the first stage where two result folders differ.
 
 Stages: ``data`` (the synthetic tree's file hashes and the split), ``features`` (FFT features), ``transformer``
@@ -150,16 +152,17 @@ def stage_metrics(cfg, ds, emb, tuned, out: dict) -> None:
     out["summary"] = {k: [v[0], list(v[1])] for k, v in res.summary(n_boot=200).items()}  # FD, KD and the rest
 
 
-def run(out_dir: Path, seed: int, threads: int, strict: bool = False) -> dict[str, float]:
+def run(out_dir: Path, seed: int, threads: int, strict: bool = False, cache: Path | None = None) -> dict[str, float]:
     """All stages in the course's order; results saved to ``out_dir``; returns the seconds each stage took.
 
+    ``cache``: the cache root (default ``out_dir/cache``; another run's cache: everything is loaded, not made).
     ``strict``: run under ``torch.use_deterministic_algorithms(True)`` (what a GPU run would need; see the README).
     """
     from safetensors.torch import save_file
 
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(strict)
-    cfg = tiny_config(out_dir / "cache", seed, threads)
+    cfg = tiny_config(cache or out_dir / "cache", seed, threads)
     results: dict[str, dict] = {s: {} for s in STAGES}
     seconds, t0 = {}, time.perf_counter()
 
@@ -245,6 +248,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="folder for the cache and the results (created)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the config's cpu_threads too)")
+    parser.add_argument("--cache", type=Path, help="cache root (default OUT/cache)")
     parser.add_argument("--strict", action="store_true", help="torch.use_deterministic_algorithms(True)")
     parser.add_argument("--compare", type=Path, help="another run's folder: print its first difference and exit")
     args = parser.parse_args()
@@ -253,7 +257,7 @@ def main() -> None:
         print(diff or "identical")
         raise SystemExit(1 if diff else 0)
     args.out.mkdir(parents=True, exist_ok=True)
-    print(json.dumps(run(args.out, args.seed, args.threads, args.strict)))
+    print(json.dumps(run(args.out, args.seed, args.threads, args.strict, args.cache)))
 
 
 if __name__ == "__main__":

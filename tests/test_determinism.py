@@ -4,7 +4,8 @@ Each run is a fresh process (``scripts/determinism_run.py``) with its own fresh 
 reused: the synthetic data, FFT features, the pixel transformer, the miniature ImageBind and UnCLIP, SounDiff-L,
 the images generated from recordings and the metrics are all made twice, at tiny sizes (seconds). The two
 processes get different ``PYTHONHASHSEED`` values, so a result that hangs on the iteration order of a set of
-strings shows up as a difference. Both use one torch thread: the code does not promise equality across thread
+strings shows up as a difference. A third run on the first one's (now warm) cache loads everything and must
+give the same bits as the cold run. All use one torch thread: the code does not promise equality across thread
 counts (with 2 threads the float32 reductions are summed in another order; see the README's "Determinism").
 """
 
@@ -28,35 +29,58 @@ _spec.loader.exec_module(determinism_run)
 CHILD_TIMEOUT_S = 600
 
 
-def start_run(out: Path, seed: int = 42, hash_seed: str = "0") -> subprocess.Popen:
-    """One run of the whole pipeline in a fresh process, caching into ``out/cache`` (empty), 1 torch thread."""
+def start_run(out: Path, hash_seed: str, cache: Path | None = None) -> subprocess.Popen:
+    """One run of the whole pipeline (seed 42, 1 torch thread) in a fresh process, caching into ``cache``
+    (default ``out/cache``, empty)."""
+    cache = cache or out / "cache"
     out.mkdir(parents=True)
-    env = {**os.environ, "A2I_MODE": "demo", "A2I_CACHE": str(out / "cache"), "MPLBACKEND": "Agg",
+    env = {**os.environ, "A2I_MODE": "demo", "A2I_CACHE": str(cache), "MPLBACKEND": "Agg",
            "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env.pop("A2I_DATA_ROOT", None)
     env.pop("A2I_DEVICE", None)
-    cmd = [sys.executable, str(SCRIPT), str(out), "--seed", str(seed), "--threads", "1"]
+    cmd = [sys.executable, str(SCRIPT), str(out), "--seed", "42", "--threads", "1", "--cache", str(cache)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc: subprocess.Popen, out: Path):
-    """Wait for a run; its (stages, results), or a failure that shows the end of its output."""
+def finish(proc: subprocess.Popen, out: Path) -> str:
+    """Wait for a run; its output, or a failure that shows the end of it."""
     log, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
     assert proc.returncode == 0, f"the run in {out} failed:\n{log[-3000:]}"
-    return determinism_run.load_results(out)
+    return log
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory):
-    """The results of two runs with seed 42, made side by side in two processes with two hash seeds."""
+def runs(tmp_path_factory):
+    """Two cold runs side by side (fresh caches, two hash seeds), then a warm one on the first run's cache:
+    {name: ((stages, results), output)}."""
     root = tmp_path_factory.mktemp("determinism")
-    procs = [start_run(root / name, hash_seed=h) for name, h in (("a", "0"), ("b", "1"))]
-    return [finish(p, root / name) for p, name in zip(procs, ("a", "b"))]
+    cold = {name: start_run(root / name, h) for name, h in (("a", "0"), ("b", "1"))}
+    logs = {"a": finish(cold["a"], root / "a")}
+    warm = start_run(root / "warm", "2", cache=root / "a" / "cache")
+    logs["b"] = finish(cold["b"], root / "b")
+    logs["warm"] = finish(warm, root / "warm")
+    return {name: (determinism_run.load_results(root / name), log) for name, log in logs.items()}
+
+
+@pytest.fixture(scope="module")
+def two_runs(runs):
+    return [runs["a"][0], runs["b"][0]]
 
 
 def test_two_runs_with_the_same_seed_are_bitwise_identical(two_runs):
     diff = determinism_run.first_difference(*two_runs)
     assert diff is None, f"the two runs differ first at {diff}"
+
+
+def test_a_run_on_a_warm_cache_gives_the_same_bits_as_a_cold_one(runs):
+    """Everything loaded from the cache (features, embeddings, checkpoints) equals what was computed."""
+    diff = determinism_run.first_difference(runs["a"][0], runs["warm"][0])
+    assert diff is None, f"cold and warm cache differ first at {diff}"
+    log = runs["warm"][1]
+    for found in ("Found checkpoint train-split", "Found checkpoint mini-", "Found pretrained miniature UnCLIP",
+                  "Found fine-tuned soundiff-L", "Found scene classifier"):
+        assert found in log, f"the warm run did not load ({found!r}): it recomputed"
+    assert "No checkpoint for" not in log
 
 
 def test_every_stage_produced_results(two_runs):
