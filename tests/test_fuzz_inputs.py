@@ -8,6 +8,7 @@ exception, never a hang. WAV bytes are built with ``struct`` so that their heade
 from __future__ import annotations
 
 import io
+import os
 import struct
 import warnings
 from pathlib import Path
@@ -346,3 +347,96 @@ def test_config_with_a_bogus_mode_is_one_line(capsys):
     assert main(["config", "--mode", "bogus"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("a2i: error: unknown preset 'bogus'") and len(err.splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The dataset scanner
+# ----------------------------------------------------------------------------------------------------------
+HOSTILE_NAMES = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="/\0", exclude_categories=["Cs"]),
+                        min_size=1, max_size=12)
+CONTENTS = st.sampled_from(["empty", "random", "wav", "png", "text"])
+
+
+def _content(kind: str, seed: int) -> bytes:
+    """The bytes of a file of the given kind (a valid WAV or PNG, or junk)."""
+    if kind == "wav":
+        return wav_bytes(np.full((800, 1), 0.2), 8_000, 1)
+    if kind == "png":
+        return image_bytes(make_image("RGB", 4, 4, seed), "PNG")
+    return {"empty": b"", "text": b"hello", "random": np.random.default_rng(seed).bytes(300)}[kind]
+
+
+RESERVED = ("00001", "00002_1", "00003", "00010", "00011", "00012")  # the stems of hostile_tree's own files
+
+
+def _valid_pair(root: Path, label: str, stem: str) -> None:
+    (root / "vision" / label / f"{stem}.jpg").write_bytes(_content("png", 0))
+    (root / "sound" / label / f"{stem}.wav").write_bytes(_content("wav", 0))
+
+
+def hostile_tree(root: Path, extras: list[tuple[str, str, str, str]]) -> set[str]:
+    """Three valid pairs, then the hostile extras; returns the ids of the valid pairs."""
+    for sub in ("vision", "sound"):
+        for label in ("forest", "beach"):
+            (root / sub / label).mkdir(parents=True, exist_ok=True)
+    _valid_pair(root, "forest", "00001")
+    _valid_pair(root, "forest", "00002_1")
+    _valid_pair(root, "beach", "00003")
+    for i, (sub, name, ext, kind) in enumerate(extras):
+        folder = root / sub / ("forest" if i % 2 else "beach")
+        path = folder / f"{name}{ext}"
+        if path.exists() or path.name in (".", ".."):
+            continue
+        try:
+            path.write_bytes(_content(kind, i))
+        except OSError:  # a name the file system refuses (too long, ...): not a tree anyone can have
+            continue
+    # the fixed hostile cases: a folder named like a file, a dangling symlink, an empty recording, a stray file
+    (root / "vision" / "forest" / "00010.jpg").mkdir()
+    (root / "sound" / "forest" / "00010.wav").write_bytes(_content("wav", 0))
+    (root / "vision" / "beach" / "00011.jpg").write_bytes(_content("png", 0))
+    (root / "sound" / "beach" / "00011.wav").symlink_to(root / "nowhere.wav")
+    (root / "vision" / "beach" / "00012.jpg").write_bytes(_content("png", 0))
+    (root / "sound" / "beach" / "00012.wav").write_bytes(b"")
+    (root / "vision" / "stray.jpg").write_bytes(b"")
+    (root / "sound" / "forest" / os.fsdecode(b"\xff\xfe00020.wav")).write_bytes(_content("wav", 0))  # not UTF-8
+    (root / "vision" / "not a class").mkdir()
+    return {"00001", "00002_1", "00003"}
+
+
+@pytest.mark.timeout(180)
+@settings(max_examples=25)
+@given(extras=st.lists(st.tuples(st.sampled_from(["vision", "sound"]), HOSTILE_NAMES,
+                                 st.sampled_from(["", ".jpg", ".JPG", ".png", ".wav", ".WAV", ".flac", ".txt", "."]),
+                                 CONTENTS), max_size=8))
+def test_scanner_keeps_valid_pairs_and_names_bad_files(tmp_path_factory, extras):
+    from a2i_utils.data import scan_tree
+    from a2i_utils.data.dataset import build_manifest
+
+    assume(not any(name.upper().startswith(RESERVED) for _, name, _, _ in extras))
+    root = tmp_path_factory.mktemp("tree")
+    valid = hostile_tree(root, extras)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        pairs, problems = scan_tree(root, progress=False)
+        cached = build_manifest(root, progress=False, index_dir=root.parent / f"{root.name}-index")
+    ids = {p.id for p in pairs}
+    assert valid <= ids
+    for pair in pairs:  # every kept pair reads
+        assert load_image(pair.image_path, 4).shape == (4, 4, 3)
+        assert audio_problem(pair.audio_path)[0] is None
+    text = "\n".join(problems)
+    for bad in ("forest/00010", "beach/00011", "beach/00012", "not a class", "\\xff\\xfe00020.wav"):
+        assert bad in text
+    assert "00010.jpg: no such image file" in text and "00012.wav: the file is empty" in text
+    assert cached == (pairs, problems)
+
+
+def test_data_check_on_a_hostile_tree_is_a_report_not_a_traceback(tmp_path, capsys):
+    from a2i_utils.cli import main
+
+    hostile_tree(tmp_path, [("vision", "ünïcødé 00004", ".jpg", "png"), ("sound", "00005", "", "wav"),
+                            ("sound", "00004", ".WAV", "random")])
+    assert main(["data", "check", str(tmp_path), "--show", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "3 usable pairs" in out and "00012.wav: the file is empty" in out and "Traceback" not in out

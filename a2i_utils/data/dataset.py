@@ -131,7 +131,12 @@ def scan_tree(root: Path, validate: bool = True, progress: bool = True) -> tuple
         if validate and not _pair_is_usable(pair, problems):
             continue
         pairs.append(pair)
-    return pairs, problems
+    return pairs, [_printable(line) for line in problems]
+
+
+def _printable(line: str) -> str:
+    """A problem line that prints anywhere: bytes of a file name that are not UTF-8 shown as ``\\xff``."""
+    return line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _files_by_key(folder: Path, exts: tuple[str, ...], problems: list[str]) -> dict[tuple[str, str], Path]:
@@ -260,9 +265,13 @@ def tree_fingerprint(root: Path) -> str:
         for dirpath, dirnames, filenames in sorted(os.walk(Path(root) / sub)):
             dirnames.sort()
             for name in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, name))
                 rel = os.path.relpath(os.path.join(dirpath, name), root)
-                h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                    line = f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                except OSError:  # a dangling symlink, an entry gone meanwhile: scan_tree reports it, by name
+                    line = f"{rel}\0?\n"
+                h.update(line.encode("utf-8", "surrogateescape"))  # a name that is not UTF-8 keeps its bytes
     return h.hexdigest()
 
 
