@@ -19,6 +19,7 @@ import soundfile as sf
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from test_evaluation_cli import tiny_loader, write_audio  # noqa: F401  (the 16 px pipeline, its stand-in embedder)
 
 from a2i_utils.data.audio import (
     AudioError,
@@ -440,3 +441,85 @@ def test_data_check_on_a_hostile_tree_is_a_report_not_a_traceback(tmp_path, caps
     assert main(["data", "check", str(tmp_path), "--show", "100"]) == 0
     out = capsys.readouterr().out
     assert "3 usable pairs" in out and "00012.wav: the file is empty" in out and "Traceback" not in out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# a2i generate: its input stage fuzzed, and one run end to end on the tiny pipeline
+# ----------------------------------------------------------------------------------------------------------
+def hostile_recording(kind: str, seed: int) -> bytes | None:
+    """The bytes of a recording ``a2i generate`` must skip (None: a good one)."""
+    x = np.random.default_rng(seed).uniform(-0.5, 0.5, (1600, 1))
+    return {
+        "good": None,
+        "empty": b"",
+        "random": np.random.default_rng(seed).bytes(200),
+        "cut": wav_bytes(x, 16_000, 1)[:-100],
+        "long_header": wav_bytes(x, 16_000, 1, declared_data=10**6),
+        "zero_data": wav_bytes(b"", 16_000, 1),
+        "odd_rate": wav_bytes(x, 44_101, 1),
+        "rate_1": wav_bytes(x, 1, 1),
+        "many_channels": wav_bytes(bytes(2000 * 2), 16_000, 1000),
+        "nan": wav_bytes(np.where(np.arange(1600)[:, None] == seed % 1600, np.nan, x), 16_000, 1, 3, 32),
+    }[kind]
+
+
+class CountingLoader:
+    """``embed_each``'s view of ``Loader``: embeds with a2i's real ImageBind input path, returns a constant."""
+
+    calls = 0
+
+    def audio_embeddings(self, paths):
+        import torch
+
+        from a2i_utils.imagebind.preprocess import load_audio_inputs
+
+        self.calls += 1
+        return torch.ones(len(paths), 4) * load_audio_inputs(paths).mean()  # (B, 4)
+
+
+@pytest.mark.timeout(180)
+@settings(max_examples=25)
+@given(kinds=st.lists(st.sampled_from(["good", "empty", "random", "cut", "long_header", "zero_data", "odd_rate",
+                                       "rate_1", "many_channels", "nan"]), min_size=1, max_size=5))
+def test_generate_input_stage_skips_and_names_every_bad_recording(tmp_path_factory, kinds):
+    from a2i_utils.evaluation.cli import embed_each
+
+    folder = tmp_path_factory.mktemp("gen")
+    paths = []
+    for i, kind in enumerate(kinds):
+        path = folder / f"{i}-{kind}.wav"
+        data = hostile_recording(kind, i)
+        if data is None:
+            sf.write(path, np.full(8000, 0.1, np.float32), 22_050, format="FLAC")  # a FLAC named .wav
+        else:
+            path.write_bytes(data)
+        paths.append(path)
+    loader = CountingLoader()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QUIET)
+        embs, good, bad = embed_each(loader, paths)
+    assert good == [p for p, k in zip(paths, kinds) if k == "good"]
+    assert [p for p, _ in bad] == [p for p, k in zip(paths, kinds) if k != "good"]
+    for p, why in bad:
+        assert why.startswith(str(p))
+    assert (embs is None) == (not good) and (embs is None or embs.shape == (len(good), 4))
+    assert loader.calls == len(good)  # a bad file never reaches the model
+
+
+def test_generate_end_to_end_on_a_folder_of_good_and_hostile_recordings(tiny_loader, tmp_path, capsys):  # noqa: F811
+    from a2i_utils.cli import main
+
+    good = [write_audio(tmp_path / "a.wav", 48_000, 1.0, channels=2), write_audio(tmp_path / "b.wav", 8_000, 0.3)]
+    bad = []
+    for kind in ("cut", "odd_rate", "many_channels", "nan", "empty"):
+        bad.append(tmp_path / f"{kind}.wav")
+        bad[-1].write_bytes(hostile_recording(kind, 3))
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", QUIET)
+        status = main(["generate", *map(str, bad[:3] + good + bad[3:]), "--model", "baseline", "--steps", "2",
+                       "--out", str(out), "--set", "soundiff.image_size=16"])
+    err = capsys.readouterr().err
+    assert status == 1 and "Traceback" not in err
+    assert [line.split(": ")[0] for line in err.splitlines()] == [f"skipped {p}" for p in bad]
+    assert sorted(p.name.split("-")[0] for p in out.glob("*.png")) == ["a", "b"]

@@ -1,8 +1,10 @@
 """``a2i generate AUDIO...`` (images from any recordings) and ``a2i evaluate`` (the metrics table and figures).
 
-``a2i generate`` reads each file with a2i's audio reader (WAV/FLAC/OGG, any rate, channel count and length); a
-file that cannot be used is reported with its name and the reason, the others still generate, and the exit
-status is 1 when something was skipped (0 when everything generated).
+``a2i generate`` checks each file with a2i's audio reader first (:func:`a2i_utils.data.audio.audio_problem`: WAV/FLAC/
+OGG, any rate from 1 to 768 kHz, up to 64 channels, any length, the whole file decoded block by block); a file that
+cannot be used is reported on stderr as ``skipped <file>: <why>``, the others still generate, and the exit status
+is 1 when something was skipped (0 when everything generated). A recording longer than the reader's
+``MAX_DECODED_SAMPLES`` (300 s of 48 kHz stereo) is embedded from its start, with a warning.
 """
 
 from __future__ import annotations
@@ -74,12 +76,14 @@ def embed_each(loader, paths: list[Path]):
     """(embeddings of the usable files (M, D), usable paths, [(path, reason)] of the others), one file at a time."""
     import torch
 
-    from a2i_utils.data.audio import load_audio
+    from a2i_utils.data.audio import AudioError, audio_problem
 
     good, embs, bad = [], [], []
     for p in paths:
         try:
-            load_audio(p, 16_000)  # validate first: the reader's errors name the file and the problem
+            why, _ = audio_problem(p)  # validate first: the reader's errors name the file and the problem
+            if why:
+                raise AudioError(why)
             embs.append(loader.audio_embeddings([p])[0])
             good.append(p)
         except (ValueError, OSError, RuntimeError) as err:  # AudioError is a ValueError
