@@ -1,13 +1,16 @@
 """Interrupting the miniatures' training: SIGKILL inside a stage, run again, get the same weights bit for bit.
 
 The miniature ImageBind and the miniature UnCLIP are trained here for real, at a tiny size, in child processes
-(``python -c``) on throw-away caches: a reference run (two processes at once on one cache, so it also shows that
-only one of them trains), then runs killed at an in-stage checkpoint and run again.
+(``python -c``) and in this one, on throw-away caches: a reference run (two processes at once on one cache, so it
+also shows that only one of them trains), then runs killed at an in-stage checkpoint and run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import re
@@ -22,13 +25,14 @@ import pytest
 import torch
 
 from a2i_utils.config import get_config
+from a2i_utils.devices import cpu_threads
 from a2i_utils.io import CheckpointError
 
 # Tiny miniatures: ImageBind's stages have epochs of 4 batches (a checkpoint every 3 steps lands inside an epoch,
 # so resuming needs that epoch's permutation), its audio stage 24 steps; the U-Net 24 steps, a checkpoint every 4.
 TINY = {
     "data.per_class": 3, "data.image_size": 32,
-    "imagebind.embed_dim": 16, "imagebind.mini_dim": 16, "imagebind.mini_blocks": 1, "imagebind.mini_heads": 2,
+    "imagebind.embed_dim": 16, "imagebind.mini_dim": 16, "imagebind.mini_blocks": 2, "imagebind.mini_heads": 2,
     "imagebind.mini_text_dim": 16, "imagebind.mini_side_dim": 8, "imagebind.mini_vision_epochs": 2,
     "imagebind.mini_audio_epochs": 6, "imagebind.mini_train_batch": 8, "imagebind.mini_checkpoint_every": 3,
     "soundiff.image_size": 16, "soundiff.mini_vae_channels": [8, 8], "soundiff.mini_unet_channels": [16, 16],
@@ -36,35 +40,41 @@ TINY = {
     "soundiff.mini_batch": 8, "soundiff.mini_checkpoint_every": 4,
 }  # fmt: skip
 
-# The child: trains (or loads) the miniature ImageBind, then the miniature UnCLIP; prints a hash of the weights
-# it ends with.
+# A child process: says it is ready (imports done), then runs train_both on the cache it is given.
 CHILD = """
-import hashlib, json, sys
+import sys
+from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from a2i_utils.config import get_config
-from a2i_utils.imagebind.mini import load_or_train_mini
-
-def digest(sd):
-    h = hashlib.sha256()
-    for k in sorted(sd):
-        h.update(k.encode() + sd[k].detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-cfg = get_config("demo", json.loads(sys.argv[1]))
-emb = load_or_train_mini(cfg, progress=False)
-print("imagebind weights", digest(emb.model.state_dict()))
-from a2i_utils.soundiff.mini import load_or_pretrain_mini
-pipe = load_or_pretrain_mini(cfg, embedder=emb, progress=False)
-print("unclip weights", digest(pipe.unet.state_dict()), digest(pipe.vae.state_dict()))
+sys.path.insert(0, sys.argv[1])
+from test_interruption_pretraining import train_both
+print("ready", flush=True)
+train_both(Path(sys.argv[2]))
 """
+
+
+def train_both(cache: Path) -> None:
+    """Train (or load) the miniature ImageBind, then the miniature UnCLIP, on ``cache``; print weight digests."""
+    from a2i_utils.imagebind.mini import load_or_train_mini
+    from a2i_utils.soundiff.mini import load_or_pretrain_mini
+
+    cfg = _cfg(cache)
+    emb = load_or_train_mini(cfg, progress=False)
+    print("imagebind weights", _digest(emb.model.state_dict()))
+    pipe = load_or_pretrain_mini(cfg, embedder=emb, progress=False)
+    print("unclip weights", _digest(pipe.unet.state_dict()), _digest(pipe.vae.state_dict()))
+
+
+def _digest(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode() + state[k].detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     """One torch thread here too: the machine's 2 cores are shared."""
-    from a2i_utils.devices import cpu_threads
-
     with cpu_threads(1):
         yield
 
@@ -74,18 +84,14 @@ def _cfg(cache: Path):
 
 
 def _start(cache: Path) -> subprocess.Popen:
-    overrides = json.dumps({"cache_dir": str(cache), "device": "cpu", **TINY})
+    """A child running :func:`train_both` on ``cache``, started once it says ``ready``."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # all, if killed
-    return subprocess.Popen([sys.executable, "-c", CHILD, overrides], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
-
-
-def _run(cache: Path) -> str:
-    """Run the child to the end; its output (it must succeed)."""
-    child = _start(cache)
-    out, _ = child.communicate(timeout=300)
-    assert child.returncode == 0, out
-    return out
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(Path(__file__).parent), str(cache)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert child.stdout is not None
+    while (line := child.stdout.readline()) != "ready\n":  # after the imports (and any warnings they print)
+        assert line, child.communicate()  # it ended before
+    return child
 
 
 def _kill_at(cache: Path, progress_file: Path, final: Path) -> tuple[int, str]:
@@ -165,12 +171,14 @@ def _fresh_cache(data: Path, dest: Path, *parts: str) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory):
-    """Two processes started together on one fresh cache, each asking for both miniatures: (cache, outputs)."""
+    """A child and this process, at once on one fresh cache, each asking for both miniatures: (cache, outputs)."""
     cache = _fresh_cache(data, tmp_path_factory.mktemp("trainmini-ref"))
-    children = [_start(cache) for _ in range(2)]
-    outs = [c.communicate(timeout=300)[0] for c in children]
-    assert all(c.returncode == 0 for c in children), outs
-    return cache, outs
+    child = _start(cache)
+    with cpu_threads(1), contextlib.redirect_stdout(io.StringIO()) as here:
+        train_both(cache)
+    out = child.communicate(timeout=300)[0]
+    assert child.returncode == 0, out
+    return cache, [out, here.getvalue()]
 
 
 def test_two_processes_on_one_cache_train_each_miniature_once(reference):
@@ -184,10 +192,11 @@ def test_two_processes_on_one_cache_train_each_miniature_once(reference):
     assert len(digests[0]) == 2 and digests[0] == digests[1]  # both end with the same weights
 
 
-def test_killed_mid_stage_resumes_to_the_same_weights(reference, data, tmp_path):
-    """One cache, three runs: the first is killed inside ImageBind's audio stage; the second resumes it, finishes
-    ImageBind and is killed inside the U-Net pretraining; the third resumes that. Each kill comes right after
-    an in-stage checkpoint appears, and leaves a half-written temporary file as a kill during the write would."""
+def test_killed_mid_stage_resumes_to_the_same_weights(reference, data, tmp_path, capsys):
+    """One cache, three runs: a child killed inside ImageBind's audio stage; a second one that resumes it, finishes
+    ImageBind and is killed inside the U-Net pretraining; then this process, which resumes that. Each kill comes
+    right after an in-stage checkpoint appears, and leaves a half-written temporary file as a kill during the
+    write would."""
     ref_cache, _ = reference
     cache = _fresh_cache(data, tmp_path / "cache")
     ib_key, ib_final, ib_progress = _imagebind_paths(_cfg(cache))
@@ -199,7 +208,9 @@ def test_killed_mid_stage_resumes_to_the_same_weights(reference, data, tmp_path)
     unet_step, out_killed = _kill_at(cache, unet_progress, folder)
     assert unet_step % 4 == 0  # soundiff.mini_checkpoint_every
     unet_tmp = _leave_partial_write(unet_progress)
-    out = _run(cache)
+    capsys.readouterr()
+    train_both(cache)
+    out = capsys.readouterr().out
 
     resumed = re.findall(r"resuming at step (\d+) of (\d+)", out_killed + out)
     assert [int(k) for k, _ in resumed] == [ib_step, unet_step]  # from the checkpoints, not the partial writes
