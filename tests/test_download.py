@@ -270,3 +270,28 @@ def test_huge_server_sending_wrong_bytes_is_refused_and_not_kept(tmp_path, serve
     server.wrong = False
     huge.download_file(server.url("f.bin"), dest, progress=False, sha256=hashlib.sha256(data).hexdigest())
     assert sha256_file(dest) == hashlib.sha256(data).hexdigest()
+
+
+def test_two_fetches_at_once_download_and_extract_once(tmp_path, server):
+    """Two callers at once (two notebooks): the second waits on the archive's lock, then finds it done."""
+    data = _archive(n_files=20)
+    md5 = hashlib.md5(data).hexdigest()
+    server.files["v.zip"], server.delay = data, 0.01  # ~0.3 s: the two calls overlap
+    cfg = get_config("demo", {"cache_dir": tmp_path})
+    archive = advance.Archive("ADVANCE_vision.zip", server.url("v.zip"), md5)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(advance.ensure_advance(cfg, progress=False, archives=(archive,)))
+        except Exception as err:  # noqa: BLE001  (reported by the assert below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(results) == 2
+    assert server.starts == [0]  # one download
+    assert len(list((results[0] / "vision" / "beach").iterdir())) == 20
