@@ -459,3 +459,24 @@ def test_file_permissions_of_the_cache_are_not_widened(tmp_path):
     mode = (out / "vision" / "beach" / "00001.jpg").stat().st_mode
     assert not mode & (stat.S_ISUID | stat.S_IWOTH), oct(mode)
     assert os.access(out / "vision" / "beach" / "00001.jpg", os.R_OK)
+
+
+@pytest.mark.parametrize("key,value", [("step", "1e999"), ("n_sections", "1e999"), ("n_sections", "100000000000000"),
+                                       ("n_bins", "-4")])
+@pytest.mark.xfail(strict=True, reason="needs the transformer/training.py fix in the issue-11 hostile report: "
+                                       "huge or infinite numbers in latest.json end in OverflowError/RuntimeError")
+def test_latest_json_with_absurd_numbers_is_a_checkpoint_error(tmp_path, key, value):
+    """Infinity (``1e999`` in JSON), a size that cannot be allocated, a negative one: our error, naming the file."""
+    from a2i_utils.transformer.training import load_run
+
+    trainer = _trained_run(tmp_path)
+    meta_path = tmp_path / "run" / "latest.json"
+    text = meta_path.read_text()
+    meta = json.loads(text)
+    meta_path.write_text(text.replace(f'"{key}": {json.dumps(meta[key])}', f'"{key}": {value}'))
+    assert meta_path.read_text() != text
+    with pytest.raises(CheckpointError, match=r"latest\.json"):
+        if key == "step":
+            trainer().latest_step()
+        else:
+            load_run(tmp_path / "run", need_normalizer=False)
