@@ -326,26 +326,28 @@ def load_finetuned(pipe, folder: Path):
 # The loop
 # ----------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def run_lock(folder: Path, main: bool = True, barrier=None) -> Iterator[None]:
+def run_lock(folder: Path, main: bool = True, barrier=None, poll_s: float = 0.5) -> Iterator[None]:
     """Hold the lock of a run folder (on the main process) for the ``with`` block; say so when waiting for it.
 
-    ``barrier`` (``accelerator.wait_for_everyone``) keeps the other processes of a multi-process run waiting
-    until the main one holds the lock, so none reads the folder while another job still writes it."""
-    acquired = False
-    try:
-        with file_lock(folder, timeout=0) if main else contextlib.nullcontext():
-            acquired = True
-            if barrier is not None:
-                barrier()
-            yield
-    except TimeoutError:
-        if acquired:  # raised inside the block, not by the lock
-            raise
-        print(f"{folder.name} is being trained by another process: waiting for it to finish")
-        with file_lock(folder):
-            if barrier is not None:
-                barrier()
-            yield
+    The lock is the hidden file ``.<name>.lock`` beside the folder (outside it: a fresh run deletes the folder).
+    Waits by trying every ``poll_s`` seconds (one timeout for every try: filelock refuses to share a lock
+    between calls with different timeouts in one process). ``barrier`` (``accelerator.wait_for_everyone``)
+    keeps the other processes of a multi-process run waiting until the main one holds the lock, so none reads
+    the folder while another job still writes it."""
+    with contextlib.ExitStack() as stack:
+        waiting = False
+        while main:
+            try:
+                stack.enter_context(file_lock(folder.with_name(f".{folder.name}"), timeout=0))  # .<name>.lock
+                break
+            except TimeoutError:
+                if not waiting:
+                    print(f"{folder.name} is being trained by another process: waiting for it to finish")
+                    waiting = True
+                time.sleep(poll_s)
+        if barrier is not None:
+            barrier()
+        yield
 
 
 def remove_temporaries(folder: Path) -> None:

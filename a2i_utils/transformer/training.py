@@ -32,7 +32,7 @@ import math
 import pickle
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -433,19 +433,24 @@ def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
 
 
 @contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the lock of a run folder for the ``with`` block; when another process holds it, say so and wait."""
-    acquired = False
-    try:
-        with file_lock(run_dir, timeout=0):
-            acquired = True
-            yield
-    except TimeoutError:
-        if acquired:  # raised inside the block, not by the lock
-            raise
-        print(f"{run_dir.name} is being trained by another process: waiting for it to finish")
-        with file_lock(run_dir):
-            yield
+def run_lock(run_dir: Path, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold the lock of a run folder for the ``with`` block; when another process holds it, say so and wait.
+
+    The lock is the hidden file ``.<name>.lock`` beside the folder (outside it: a fresh run deletes the folder).
+    Waits by trying every ``poll_s`` seconds (one timeout for every try: filelock refuses to share a lock
+    between calls with different timeouts in one process)."""
+    with ExitStack() as stack:
+        waiting = False
+        while True:
+            try:
+                stack.enter_context(file_lock(run_dir.with_name(f".{run_dir.name}"), timeout=0))  # .<name>.lock
+                break
+            except TimeoutError:
+                if not waiting:
+                    print(f"{run_dir.name} is being trained by another process: waiting for it to finish")
+                    waiting = True
+                time.sleep(poll_s)
+        yield
 
 
 def remove_temporaries(run_dir: Path) -> None:
