@@ -205,6 +205,24 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     assert whole["lr"][0] == pytest.approx(cfg.soundiff.lr + (cfg.soundiff.lr_end - cfg.soundiff.lr) / 5)
 
 
+def test_lora_run_is_fixed_by_the_seed_and_resumes_exactly(tmp_path):
+    """The adapters' initialisation comes from the seed, not from the caller's random state; resume is bitwise."""
+    pipe, data = tiny_pipe(), tiny_data()
+    cfg = _cfg(tmp_path, **{"soundiff.lora": True, "soundiff.lora_rank": 4})
+    variant = variant_of(cfg, "L", steps=4)
+    torch.manual_seed(1)
+    whole = finetune(cfg, pipe, data, variant, tmp_path / "whole", progress=False)
+    torch.manual_seed(2)  # another caller state
+    finetune(cfg, pipe, data, variant, tmp_path / "cut", progress=False, stop_after=3)
+    state = torch.get_rng_state()
+    rest = finetune(cfg, pipe, data, variant, tmp_path / "cut", resume="latest", progress=False)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+    assert rest["loss"] == whole["loss"]  # bit for bit
+    a = load_finetuned(pipe, tmp_path / "whole").unet.state_dict()
+    b = load_finetuned(pipe, tmp_path / "cut").unet.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_damaged_checkpoint_is_an_error_naming_the_file(tmp_path):
     pipe, data = tiny_pipe(), tiny_data()
     cfg = _cfg(tmp_path)

@@ -157,12 +157,18 @@ def sample_batch(data: TrainingData, batch: int, gen: torch.Generator) -> tuple[
 # ----------------------------------------------------------------------------------------------------------
 # Options: LoRA, optimiser, schedule
 # ----------------------------------------------------------------------------------------------------------
-def add_lora(unet, rank: int) -> list[torch.nn.Parameter]:
-    """Freeze the U-Net and add LoRA adapters (peft) to its attention projections; return the trainable params."""
+def add_lora(unet, rank: int, seed: int) -> list[torch.nn.Parameter]:
+    """Freeze the U-Net and add LoRA adapters (peft) to its attention projections; return the trainable params.
+
+    The adapters' random initialisation is drawn from a CPU generator seeded with ``seed`` (peft initialises
+    them on the CPU), so it is fixed by the run's seed and the caller's random state is left as it was."""
     from peft import LoraConfig
 
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)  # the CPU generator only: no CUDA generator is reseeded
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=LORA_TARGETS))
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()  # adapters train in fp32 over a possibly reduced-precision base
@@ -380,7 +386,7 @@ def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, fold
     """:func:`finetune` with its accelerator, holding the run's lock."""
     sc = cfg.soundiff
     unet = copy.deepcopy(pipe.unet)
-    params = add_lora(unet, sc.lora_rank) if sc.lora else list(unet.float().requires_grad_(True).parameters())
+    params = add_lora(unet, sc.lora_rank, cfg.seed) if sc.lora else list(unet.float().requires_grad_(True).parameters())
     if sc.grad_checkpointing:
         unet.enable_gradient_checkpointing()
     if sc.channels_last:
