@@ -184,7 +184,29 @@ def test_mini_is_reused_and_resumes_after_stage_one(trained, capsys):
     final.unlink()  # as if interrupted during stage 2: stage 1 is kept, training resumes at stage 2
     resumed = load_or_train_mini(cfg, dataset, progress=False)
     assert "resuming at the audio stage" in capsys.readouterr().out
-    torch.testing.assert_close(resumed.embed("audio", x), emb.embed("audio", x))  # same seeds, same result
+    torch.testing.assert_close(resumed.embed("audio", x), emb.embed("audio", x), rtol=0, atol=0)  # bit for bit:
+    assert resumed.info["audio_loss"] == emb.info["audio_loss"]  # stage 1 draws nothing from the global generator
+
+
+@pytest.mark.parametrize("start", [0, 3, 4, 5, 11])
+def test_epoch_batches_resume_where_they_stopped(start):
+    """Resumed at ``start`` with the generator's state and the epoch's permutation (what an in-stage checkpoint
+    holds), the batches go on exactly as in a run never stopped; each epoch covers every item once."""
+    from a2i_utils.imagebind.mini import epoch_batches
+
+    full = list(epoch_batches(10, 3, 3, torch.Generator().manual_seed(0)))  # 3 epochs of 4 batches (3, 3, 3, 1)
+    assert [len(idx) for _, _, idx in full] == [3, 3, 3, 1] * 3
+    for e in range(3):
+        assert sorted(torch.cat([idx for _, _, idx in full[4 * e : 4 * e + 4]]).tolist()) == list(range(10))
+    gen, perm = torch.Generator().manual_seed(0), None
+    stopped = epoch_batches(10, 3, 3, gen)
+    for _ in range(start):  # the run that stops after `start` steps
+        _, perm, _ = next(stopped)
+    resumed = list(epoch_batches(10, 3, 3, torch.Generator().set_state(gen.get_state()), start, perm))
+    assert [(s, idx.tolist()) for s, _, idx in resumed] == [(s, idx.tolist()) for s, _, idx in full[start:]]
+    if start % 4:
+        with pytest.raises(ValueError, match="permutation"):
+            next(epoch_batches(10, 3, 3, torch.Generator(), start, None))
 
 
 def test_download_resumes_over_http_with_range(tmp_path):
