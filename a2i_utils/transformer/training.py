@@ -477,17 +477,18 @@ def train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, pro
     The run folder is locked meanwhile (:func:`run_lock`): a second process asking for the same run waits, then
     loads it. A run killed before ``steps`` resumes from its last checkpoint.
     """
-    with run_lock(run_dir_for(cfg, name, dataset)):
-        return _train_or_load(cfg, dataset, name, steps, progress, checkpoint_every, val_set, eval_every)
+    run_dir = run_dir_for(cfg, name, dataset)
+    with run_lock(run_dir):
+        return _train_or_load(cfg, dataset, name, run_dir, steps, progress, checkpoint_every, val_set, eval_every)
 
 
-def _train_or_load(cfg: Config, dataset: PixelDataset, name: str, steps: int, progress: bool, checkpoint_every: int,
-                   val_set: PixelDataset | None, eval_every: int) -> tuple[PixelTransformer, dict[str, Any]]:
-    """:func:`train_or_load`, holding the run's lock."""
+def _train_or_load(cfg: Config, dataset: PixelDataset, name: str, run_dir: Path, steps: int, progress: bool,
+                   checkpoint_every: int, val_set: PixelDataset | None, eval_every: int
+                   ) -> tuple[PixelTransformer, dict[str, Any]]:
+    """:func:`train_or_load` into ``run_dir``, holding its lock."""
     torch.manual_seed(cfg.seed)
     S, F_ = dataset.features.shape[1:]
     model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=F_).to(cfg.resolved_device())
-    run_dir = run_dir_for(cfg, name, dataset)
     remove_temporaries(run_dir)
     trainer = Trainer(model, dataset, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=checkpoint_every,
                       val_set=val_set, eval_every=eval_every)
