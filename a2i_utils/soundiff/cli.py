@@ -2,6 +2,9 @@
 
 Both run on one CPU or GPU as they are, and on several processes with ``accelerate launch -m a2i_utils.cli ...``
 (the first process prepares data, embeddings and the miniature; the others wait, then read them from the cache).
+A fine-tune that was interrupted (even killed) continues from its last checkpoint with ``--resume latest``;
+without it, the run starts afresh (and says which checkpoint it discards). Two commands training the same run
+do not write it at once: the second waits for the first (see ``soundiff.training.run_lock``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--resume", choices=("latest",), default=None, help="continue the same run from its last checkpoint")
+    p.add_argument("--resume", choices=("latest",), default=None,
+                   help="continue the same run from its last checkpoint (after an interruption)")
     _common(p)
     p.set_defaults(func=run_train)
     m = sub.add_parser("mini-unclip", help="pretrain the demo's miniature UnCLIP (VAE, normaliser, U-Net)")
@@ -96,7 +100,14 @@ def run_train(args: argparse.Namespace) -> int:
     from a2i_utils.data import prepare_dataset
     from a2i_utils.imagebind.embedder import load_imagebind
     from a2i_utils.soundiff.pipeline import load_pipeline
-    from a2i_utils.soundiff.training import finetune, prepare_training_data, run_dir, run_key, variant_of
+    from a2i_utils.soundiff.training import (
+        finetune,
+        latest_checkpoint,
+        prepare_training_data,
+        run_dir,
+        run_key,
+        variant_of,
+    )
 
     cfg = get_config(args.mode, overrides(args))
     state = PartialState(cpu=cfg.resolved_device() == "cpu")
@@ -112,6 +123,8 @@ def run_train(args: argparse.Namespace) -> int:
     folder = run_dir(cfg, key)
     state.print(f"SounDiff-{variant.name}: {len(pairs)} pairs, prompt {variant.prompt!r}, {variant.steps} steps, "
                 f"{state.num_processes} process(es) -> {folder}")
+    if args.resume is None and (ckpt := latest_checkpoint(folder)) is not None:
+        state.print(f"starting afresh: {ckpt.name} is discarded (pass --resume latest to continue from it)")
     history = finetune(cfg, pipe, data, variant, folder, resume=args.resume, progress=state.is_main_process)
     state.print(f"done: {len(history['loss'])} steps, last loss {history['loss'][-1]:.4f}, "
                 f"{history['samples_per_s']} samples/s; weights in {folder}")
