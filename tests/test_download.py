@@ -266,7 +266,7 @@ def test_huge_server_sending_wrong_bytes_is_refused_and_not_kept(tmp_path, serve
     dest = tmp_path / "dl" / "f.bin"
     with pytest.raises(CheckpointError, match=rf"^{dest}: downloaded from http.* SHA-256 is .*deleted"):
         huge.download_file(server.url("f.bin"), dest, progress=False, sha256=hashlib.sha256(data).hexdigest())
-    assert list(dest.parent.iterdir()) == []
+    assert [p.name for p in dest.parent.iterdir()] == ["f.bin.lock"]  # neither the file nor its .part
     server.wrong = False
     huge.download_file(server.url("f.bin"), dest, progress=False, sha256=hashlib.sha256(data).hexdigest())
     assert sha256_file(dest) == hashlib.sha256(data).hexdigest()
@@ -295,3 +295,24 @@ def test_two_fetches_at_once_download_and_extract_once(tmp_path, server):
     assert errors == [] and len(results) == 2
     assert server.starts == [0]  # one download
     assert len(list((results[0] / "vision" / "beach").iterdir())) == 20
+
+
+def test_two_huge_downloads_at_once_download_once(tmp_path, server):
+    """Two notebooks loading ImageBind-huge for the first time: one downloads, the other waits and reuses it."""
+    data = os.urandom(40 * CHUNK)
+    server.files["imagebind_huge.pth"], server.delay = data, 0.005
+    dest = tmp_path / "imagebind_huge.pth"
+    errors = []
+
+    def fetch():
+        try:
+            huge.download_file(server.url("imagebind_huge.pth"), dest, progress=False)
+        except Exception as err:  # noqa: BLE001  (reported by the assert below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and server.starts == [0] and dest.read_bytes() == data

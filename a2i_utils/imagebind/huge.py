@@ -9,6 +9,10 @@ modification time and SHA-256 are written next to it (``imagebind_huge.pth.verif
 compares size and modification time with that stamp: a different size is refused (a corrupt or partly
 overwritten file), a different modification time at the same size means the file was replaced, so it is
 verified and hashed again. The model's identity (the embedding cache's key) comes from the current hash.
+A checkpoint refused right after its download, or whose size changed since it was verified, is deleted with
+its stamp (the next run downloads it again); one that was already there and does not fit the model is refused
+and kept. The download itself goes through ``imagebind_huge.pth.part``, resumed after an interruption, renamed
+only when complete, under a lock (two notebooks never download into the same file).
 
 Loading is memory-lean (issue 12): the model is built with its parameters on the meta device (no memory, no
 random initialisation; the few small buffers stay real), the file is read memory-mapped
@@ -38,7 +42,7 @@ from a2i_utils.compat import import_imagebind
 from a2i_utils.config import Config
 from a2i_utils.devices import torch_dtype
 from a2i_utils.imagebind.embedder import Embedder
-from a2i_utils.io import CheckpointError, atomic_write_text, sha256_file
+from a2i_utils.io import CheckpointError, atomic_write_text, file_lock, sha256_file
 
 # The address imagebind.models.imagebind_model.imagebind_huge downloads from (read from the package source;
 # a test checks it is still there).
@@ -58,23 +62,28 @@ def download_file(url: str, dest: Path, progress: bool = True, sha256: str | Non
     another start, or refuses it (416: the part is already as long as the file, or longer) makes it start over. The
     part becomes ``dest`` (a rename) only when it has the size the server announced and, with ``sha256``, that
     hash; a part of the wrong hash is deleted. A dropped connection keeps the part for the next run to resume.
+    The download holds a lock on ``dest``: a second process waits, then finds ``dest`` there and returns it (so a
+    caller that wants a file replaced deletes it first).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    try:
-        total = _fetch_into(url, part, dest, progress)
-    except _RangeRefused:
-        part.unlink(missing_ok=True)
-        total = _fetch_into(url, part, dest, progress)
-    got = part.stat().st_size
-    if total is not None and got != total:
-        raise CheckpointError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
-    if sha256 is not None and (digest := sha256_file(part)) != sha256:
-        part.unlink()
-        raise CheckpointError(f"{dest}: downloaded from {url} but its SHA-256 is {digest}, expected {sha256}; "
-                              "the download was deleted")
-    part.replace(dest)
+    with file_lock(dest):
+        if dest.is_file():  # another process finished it while this one waited
+            return dest
+        try:
+            total = _fetch_into(url, part, dest, progress)
+        except _RangeRefused:
+            part.unlink(missing_ok=True)
+            total = _fetch_into(url, part, dest, progress)
+        got = part.stat().st_size
+        if total is not None and got != total:
+            raise CheckpointError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
+        if sha256 is not None and (digest := sha256_file(part)) != sha256:
+            part.unlink()
+            raise CheckpointError(f"{dest}: downloaded from {url} but its SHA-256 is {digest}, expected {sha256}; "
+                                  "the download was deleted")
+        part.replace(dest)
     return dest
 
 
