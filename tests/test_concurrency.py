@@ -25,6 +25,7 @@ from safetensors.torch import load_file
 from a2i_utils.config import get_config
 from a2i_utils.data import synth
 from a2i_utils.imagebind import cache as E
+from a2i_utils.io import atomic_write_text
 from a2i_utils.transformer import features as F
 
 TINY_TREE = {"data.per_class": 1, "data.image_size": 16, "data.duration_s": 0.5}
@@ -89,9 +90,10 @@ def start_pair(code: str, cache: Path, **args) -> list[subprocess.Popen]:
             for _ in range(2)]
 
 
-def read_until(procs, done, timeout: float = 180.0) -> list[str]:
-    """The children's outputs so far, read until ``done(outputs)``; fail (with them) if they end or hang first."""
-    outs, deadline = [b"" for _ in procs], time.monotonic() + timeout
+def read_until(procs, done, so_far: list[str] | None = None, timeout: float = 180.0) -> list[str]:
+    """The children's outputs (after ``so_far``), read until ``done(outputs)``; fail if they end or hang first."""
+    outs = [o.encode() for o in so_far] if so_far else [b"" for _ in procs]
+    deadline = time.monotonic() + timeout
     while not done([o.decode(errors="replace") for o in outs]):
         open_ = [p.stdout for p in procs if not p.stdout.closed]
         ready, _, _ = select.select(open_, [], [], max(0.0, deadline - time.monotonic()))
@@ -104,6 +106,8 @@ def read_until(procs, done, timeout: float = 180.0) -> list[str]:
             chunk = os.read(f.fileno(), 1 << 16)
             if not chunk:
                 f.close()
+                if procs[i].wait() != 0:
+                    pytest.fail("a child failed:\n" + outs[i].decode(errors="replace"))
             outs[i] += chunk
         if all(p.stdout.closed for p in procs) and not done([o.decode(errors="replace") for o in outs]):
             pytest.fail("children ended early:\n" + "\n---\n".join(o.decode(errors="replace") for o in outs))
@@ -143,51 +147,62 @@ def wavs(tmp_path_factory) -> list[Path]:
 # ----------------------------------------------------------------------------------------------------------
 TREE_CHILD = """
 from a2i_utils.data import synth
-if ARGS["unlocked"]:  # the code as it would be without the lock
-    import contextlib
-    synth.file_lock = lambda path, timeout=-1: contextlib.nullcontext(path)
-real_write = synth._write_tree_locked
 
-def reporting(*a, **k):
-    print("WRITING", flush=True)
-    return real_write(*a, **k)
 
-synth._write_tree_locked = reporting
-synth.make_sound = once_then(synth.make_sound, "FIRST PAIR", ARGS["go"])  # the writer stops at its first pair
-print("ROOT", synth.ensure_synthetic(get_config("demo", ARGS["over"]), progress=False), flush=True)
+class Abandoned(Exception):
+    pass
+
+
+def stop_when_writing(real, go):  # a writer says so, waits for the file go, then goes on or gives up
+    def wrapped(*a, **k):
+        print(ROUND, "WRITING", flush=True)
+        wait_file(go)
+        if Path(go).read_text() == "abandon":
+            raise Abandoned
+        return real(*a, **k)
+    return wrapped
+
+
+real_lock, real_write = synth.file_lock, synth._write_tree_locked
+for ROUND in ("without-lock", "with-lock"):
+    if ROUND == "without-lock":  # the code as it would be without the lock
+        import contextlib
+        synth.file_lock = lambda path, timeout=-1: contextlib.nullcontext(path)
+    else:
+        synth.file_lock = real_lock
+    synth._write_tree_locked = stop_when_writing(real_write, ARGS["go"] + ROUND)
+    cfg = get_config("demo", {**ARGS["over"], "cache_dir": ARGS["caches"] + ROUND})
+    try:
+        print(ROUND, "ROOT", synth.ensure_synthetic(cfg, progress=False), flush=True)
+    except Abandoned:
+        print(ROUND, "ABANDONED", flush=True)
 """
 
 
-def _two_tree_writers(cache: Path, go: Path, unlocked: bool) -> list[str]:
-    """Start two children asking for the same tree; release the writer once the other one has arrived too."""
-    procs = start_pair(TREE_CHILD, cache, over=TINY_TREE, go=str(go), unlocked=unlocked)
-
-    def both_arrived(outs):  # the second either writes too (no lock) or waits for the lock
-        text = "".join(outs)
-        return "FIRST PAIR" in text and (text.count("WRITING") == 2 or "waiting for it to finish" in text)
-
-    outs = read_until(procs, both_arrived)
-    go.touch()
-    if unlocked:
-        for p in procs:
-            p.kill()
-            p.wait()
-        return outs
-    return finish(procs, outs)
-
-
 def test_two_processes_asking_for_the_tree_write_it_once(tmp_path):
-    cfg = get_config("demo", {"cache_dir": tmp_path / "cache", **TINY_TREE})
-    outs = _two_tree_writers(cfg.cache_dir, tmp_path / "go", unlocked=False)
-    assert "".join(outs).count("WRITING") == 1  # one writer; the other waited, then used its tree
+    """Round 1, the lock taken out: both children write. Round 2: one writes, the other waits and reuses."""
+    cache, go = str(tmp_path / "cache-"), str(tmp_path / "go-")
+    procs = start_pair(TREE_CHILD, tmp_path, over=TINY_TREE, caches=cache, go=go)
+    # without the lock, both write the tree (and each deletes the other's half-built folder, as leftovers)
+    read_until(procs, lambda outs: "".join(outs).count("without-lock WRITING") == 2)
+    atomic_write_text(go + "without-lock", "abandon")  # whole when it appears: the children read it
+
+    def met(outs):  # the first one is writing, the second one waits for its lock
+        text = "".join(outs)
+        return "with-lock WRITING" in text and "waiting for it to finish" in text
+
+    outs = read_until(procs, met)
+    atomic_write_text(go + "with-lock", "go on")
+    outs = finish(procs, outs)
+    assert all("without-lock ABANDONED" in out for out in outs)
+    assert "".join(outs).count("with-lock WRITING") == 1  # one writer; the other waited, then used its tree
+
+    cfg = get_config("demo", {"cache_dir": cache + "with-lock", **TINY_TREE})
     root = Path(cfg.datasets_dir) / synth.tree_name(cfg)
-    assert all(f"ROOT {root}" in out for out in outs)
+    assert all(f"with-lock ROOT {root}" in out for out in outs)
     reference = synth.write_tree(tmp_path / "ref", 1, cfg.seed, 16, duration_s=0.5, progress=False)
     assert digest(root) == digest(reference)
     assert sorted(p.name for p in Path(cfg.datasets_dir).iterdir()) == [root.name, root.name + ".lock"]
-
-    outs = _two_tree_writers(tmp_path / "unlocked", tmp_path / "go2", unlocked=True)
-    assert "".join(outs).count("WRITING") == 2  # without the lock, both would write (and delete) the same tree
 
 
 # ----------------------------------------------------------------------------------------------------------
