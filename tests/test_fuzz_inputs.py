@@ -523,3 +523,38 @@ def test_generate_end_to_end_on_a_folder_of_good_and_hostile_recordings(tiny_loa
     assert status == 1 and "Traceback" not in err
     assert [line.split(": ")[0] for line in err.splitlines()] == [f"skipped {p}" for p in bad]
     assert sorted(p.name.split("-")[0] for p in out.glob("*.png")) == ["a", "b"]
+
+
+def test_unreadable_files_and_folders_are_reported_not_raised(tmp_path, monkeypatch):
+    """Permissions cannot be tested as root (these tests run as root here): the OS errors are injected instead."""
+    import builtins
+
+    from a2i_utils.data import audio as A
+    from a2i_utils.data import dataset as D
+
+    path = tmp_path / "locked.wav"
+    path.write_bytes(wav_bytes(np.full((100, 1), 0.1), 16_000, 1))
+
+    def denied(p, *a, **kw):
+        if Path(p) == path:
+            raise PermissionError(13, "Permission denied", str(p))
+        return builtins.open(p, *a, **kw)
+
+    monkeypatch.setattr(A, "open", denied, raising=False)  # the module's own name shadows the builtin
+    assert audio_problem(path)[0] == f"{path}: cannot be read (Permission denied)"
+    monkeypatch.undo()
+
+    root = tmp_path / "tree"
+    for sub in ("vision", "sound"):
+        (root / sub / "forest").mkdir(parents=True)
+    _valid_pair(root, "forest", "00001")
+    real = Path.iterdir
+
+    def iterdir(self):
+        if self.name == "forest" and self.parent.name == "vision":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    pairs, problems = D.scan_tree(root, progress=False)
+    assert pairs == [] and f"skipped {root / 'vision' / 'forest'}: cannot be listed (Permission denied)" in problems

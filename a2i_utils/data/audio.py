@@ -136,7 +136,10 @@ def _check_file(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise AudioError(f"{path}: the file is empty (0 bytes)")
-    _check_wav_not_truncated(path, size)
+    try:
+        _check_wav_not_truncated(path, size)
+    except OSError as err:  # unreadable (permissions), or gone meanwhile
+        raise AudioError(f"{path}: cannot be read ({err.strerror or err})") from err
 
 
 def _check_header(path: Path, rate: int, channels: int, out_rate: int | None) -> None:

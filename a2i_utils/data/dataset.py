@@ -112,7 +112,13 @@ class Dataset:
 # Scanning and validating a tree
 # ----------------------------------------------------------------------------------------------------------
 def scan_tree(root: Path, validate: bool = True, progress: bool = True) -> tuple[list[Pair], list[str]]:
-    """Pair ``vision/`` and ``sound/`` files by (class, stem); return pairs (no split yet) and problems."""
+    """Pair ``vision/`` and ``sound/`` files by (class, stem); return pairs (no split yet) and problems.
+
+    Nothing in the tree raises: odd folders and names, duplicates, unpaired files, folders named like files,
+    dangling links, empty or unreadable files each become a problem line naming the file (bytes of a name that
+    are not UTF-8 shown as ``\\xff``), and every other pair is kept. Folders are listed one at a time, so a tree of
+    100,000 files is checked in tens of MB (``bench/bench_limits.py``).
+    """
     root = Path(root)
     problems: list[str] = []
     for sub in ("vision", "sound"):
@@ -144,13 +150,13 @@ def _files_by_key(folder: Path, exts: tuple[str, ...], problems: list[str]) -> d
     found: dict[tuple[str, str], Path] = {}
     if not folder.is_dir():
         return found
-    for class_dir in sorted(folder.iterdir()):
+    for class_dir in _listing(folder, problems):
         if not class_dir.is_dir():
             continue
         if class_dir.name not in CLASSES:
             problems.append(f"skipped {class_dir}: '{class_dir.name}' is not an ADVANCE class")
             continue
-        for path in sorted(class_dir.iterdir()):
+        for path in _listing(class_dir, problems):
             if path.name.startswith(".") or path.suffix.lower() not in exts:
                 continue
             if not NAME_RE.match(path.stem):
@@ -162,6 +168,15 @@ def _files_by_key(folder: Path, exts: tuple[str, ...], problems: list[str]) -> d
                 continue
             found[key] = path
     return found
+
+
+def _listing(folder: Path, problems: list[str]) -> list[Path]:
+    """The sorted entries of ``folder``; none, and a problem line, when it cannot be listed."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as err:
+        problems.append(f"skipped {folder}: cannot be listed ({err.strerror or err})")
+        return []
 
 
 def _pair_is_usable(pair: Pair, problems: list[str]) -> bool:
