@@ -167,7 +167,7 @@ def test_sample_formats_and_lengths(tmp_path, fmt, seconds):
     """8/16/24/32-bit int, 32/64-bit float; one sample to 25 s: padded or cropped to the asked length."""
     rate = 16_000
     n = max(1, round(seconds * rate))
-    x = 0.5 * np.sin(2 * np.pi * 440 * np.arange(n) / rate)[:, None]  # (n, 1)
+    x = 0.5 * np.cos(2 * np.pi * 440 * np.arange(n) / rate)[:, None]  # (n, 1), not silent even as one sample
     path = tmp_path / "f.wav"
     path.write_bytes(wav_bytes(x, rate, 1, *fmt))
     ref, _ = sf.read(path, dtype="float32")
@@ -178,6 +178,11 @@ def test_sample_formats_and_lengths(tmp_path, fmt, seconds):
     assert not wave[m:].any()
     tol = 2.0 ** -(7 if fmt[1] == 8 else 14)
     np.testing.assert_allclose(wave[:m], x[:m, 0], atol=tol)
+    if fmt == (1, 16):  # ImageBind's input, even from one sample (shorter than one 25 ms fbank frame)
+        from a2i_utils.imagebind.preprocess import INPUT_SHAPE, load_audio_inputs
+
+        inputs = load_audio_inputs([path])
+        assert inputs.shape == (1, *INPUT_SHAPE) and inputs.isfinite().all()
 
 
 def test_flac_named_wav_is_read(tmp_path):
