@@ -188,6 +188,17 @@ def test_killed_replacement_never_leaves_a_half_deleted_tree_that_looks_whole(tm
     assert not list(tmp_path.glob(".tree.*"))  # deleted by the next writer
 
 
+def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs
+    names = [f".a.safetensors.{dead.pid}.tmp", f".b.safetensors.{os.getpid()}.tmp", "c.safetensors",
+             f"d.safetensors.{dead.pid}.tmp"]  # a dead writer's, a live writer's, an entry, not a temporary name
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    assert F.remove_stale_temps(tmp_path) == 1 and F.remove_stale_temps(tmp_path / "absent") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The feature and embedding caches: the 4th entry is killed half-written
 # ----------------------------------------------------------------------------------------------------------

@@ -169,6 +169,8 @@ def embed_texts(embedder, texts: Sequence[str], cfg: Config, stats: EmbedStats |
     keys = [text_hash(t) for t in texts]
     found = {k: e for k in dict.fromkeys(keys) if (e := cache.get("text", k)) is not None}
     todo = [t for t, k in dict(zip(texts, keys)).items() if k not in found]
+    for folder in {cache.path("text", text_hash(t)).parent for t in todo}:
+        remove_stale_temps(folder)
     if todo:
         for t, e in zip(todo, embedder.embed_text(todo)):
             found[text_hash(t)] = e
