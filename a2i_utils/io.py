@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,9 +61,9 @@ def file_lock(path: str | Path, timeout: float = -1) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path.with_name(path.name + ".lock")), timeout=timeout, is_singleton=True)
+    lock = FileLock(str(path.with_name(path.name + ".lock")), is_singleton=True)  # one instance per file: re-entrant
     try:
-        lock.acquire()
+        lock.acquire(timeout=timeout)  # per call: nested uses may wait differently
     except Timeout as err:
         raise TimeoutError(f"{path}: another a2i process holds its lock ({lock.lock_file}); "
                            f"wait for it to finish, or stop it") from err
@@ -70,6 +71,38 @@ def file_lock(path: str | Path, timeout: float = -1) -> Iterator[Path]:
         yield path
     finally:
         lock.release()
+
+
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # io.atomic_write's temporary files: .<name>.<pid>.tmp
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one we may not signal counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete the temporary files that killed writers left in ``folder``; return how many.
+
+    :func:`a2i_utils.io.atomic_write` fills ``.<name>.<pid>.tmp`` and renames it onto ``<name>``; a writer killed
+    in between leaves the temporary file. Such a file is never read as an entry (entries are looked up by their
+    own name); it is deleted here once its writer ``pid`` no longer runs on this machine (a live writer's file
+    is kept). Meant for caches on a local disk: a writer on another machine sharing the folder is not seen.
+    """
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except FileNotFoundError:
+        return 0
+    stale = [n for n in names if (m := _TEMP_NAME.match(n)) and not _pid_alive(int(m.group(1)))]
+    for name in stale:
+        (Path(folder) / name).unlink(missing_ok=True)
+    return len(stale)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -28,6 +28,7 @@ from a2i_utils import cli
 from a2i_utils.config import get_config
 from a2i_utils.data import synth
 from a2i_utils.imagebind import cache as E
+from a2i_utils.io import remove_stale_temps
 from a2i_utils.transformer import features as F
 
 TINY_TREE = {"data.per_class": 1, "data.image_size": 16, "data.duration_s": 0.5}  # 13 pairs, 0.5 s recordings
@@ -195,7 +196,7 @@ def test_only_the_temporary_files_of_dead_writers_are_removed(tmp_path):
              f"d.safetensors.{dead.pid}.tmp"]  # a dead writer's, a live writer's, an entry, not a temporary name
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    assert F.remove_stale_temps(tmp_path) == 1 and F.remove_stale_temps(tmp_path / "absent") == 0
+    assert remove_stale_temps(tmp_path) == 1 and remove_stale_temps(tmp_path / "absent") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
 
 

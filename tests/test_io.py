@@ -127,3 +127,10 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
         pass
     with file_lock(tmp_path / "x", timeout=0):
         pass  # released by both exits
+
+
+def test_file_lock_nested_with_different_timeouts(tmp_path):
+    """A lock taken with one timeout can be taken again inside with another (filelock's singleton refused it)."""
+    target = tmp_path / "entry.bin"
+    with file_lock(target, timeout=0), file_lock(target), file_lock(target, timeout=5):
+        assert (tmp_path / "entry.bin.lock").exists()

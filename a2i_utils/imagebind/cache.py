@@ -31,8 +31,7 @@ from tqdm.auto import tqdm
 from a2i_utils.config import Config
 from a2i_utils.devices import cpu_threads
 from a2i_utils.imagebind.preprocess import load_audio_inputs, load_vision_inputs
-from a2i_utils.io import atomic_write, cache_key, sha256_file
-from a2i_utils.transformer.features import remove_stale_temps
+from a2i_utils.io import atomic_write, cache_key, remove_stale_temps, sha256_file
 
 AUDIO_SCALES = ("imagebind", "unit")
 FILE_MODALITIES = ("audio", "vision")

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from tqdm.auto import tqdm
 
 from a2i_utils.config import Config, FeatureConfig
 from a2i_utils.data.audio import load_audio
-from a2i_utils.io import atomic_write, cache_key
+from a2i_utils.io import atomic_write, cache_key, remove_stale_temps
 
 DROPPED_BIN = 0  # the DC bin (see the module docstring)
 FEATURE_VERSION = 1  # bump when the computation changes: old cache entries are then ignored
@@ -99,38 +97,6 @@ def file_key(path: Path) -> str:
 def cache_path(path: Path, cfg: Config) -> Path:
     """Where the features of the recording ``path`` are cached: ``features_dir/<params>/<content>.safetensors``."""
     return Path(cfg.features_dir) / params_key(cfg.features) / f"{file_key(path)}.safetensors"
-
-
-_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # io.atomic_write's temporary files: .<name>.<pid>.tmp
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this machine (one we may not signal counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(folder: Path) -> int:
-    """Delete the temporary files that killed writers left in ``folder``; return how many.
-
-    :func:`a2i_utils.io.atomic_write` fills ``.<name>.<pid>.tmp`` and renames it onto ``<name>``; a writer killed
-    in between leaves the temporary file. Such a file is never read as an entry (entries are looked up by their
-    own name); it is deleted here once its writer ``pid`` no longer runs on this machine (a live writer's file
-    is kept). Meant for caches on a local disk: a writer on another machine sharing the folder is not seen.
-    """
-    try:
-        names = [e.name for e in os.scandir(folder)]
-    except FileNotFoundError:
-        return 0
-    stale = [n for n in names if (m := _TEMP_NAME.match(n)) and not _pid_alive(int(m.group(1)))]
-    for name in stale:
-        (Path(folder) / name).unlink(missing_ok=True)
-    return len(stale)
 
 
 def _save_features(feats: np.ndarray, target: Path) -> None:
