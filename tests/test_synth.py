@@ -229,3 +229,10 @@ def test_read_captions_names_a_damaged_file(tmp_path):
     (tmp_path / "synthetic.json").write_text('{"pairs": ')
     with pytest.raises(ValueError, match=r"synthetic.json: not a readable"):
         synth.read_captions(tmp_path)
+
+
+def test_read_captions_refuses_a_tampered_caption(tmp_path):
+    """A caption that is not text (a tampered synthetic.json) is refused by name, never passed to the text tower."""
+    (tmp_path / "synthetic.json").write_text('{"pairs": {"airport_1": {"caption": 5}}}')
+    with pytest.raises(ValueError, match=r"synthetic.json: the caption of 'airport_1' is not text"):
+        synth.read_captions(tmp_path)

@@ -92,9 +92,14 @@ def read_captions(root: str | Path) -> dict[str, str]:
         return {}
     try:
         pairs = json.loads(path.read_text())["pairs"]
-        return {pid: m["caption"] for pid, m in pairs.items() if "caption" in m}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+        captions = {pid: m["caption"] for pid, m in pairs.items() if "caption" in m}
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a readable synthetic.json ({err}); delete the tree to rebuild it") from err
+    bad = next((pid for pid, text in captions.items() if not isinstance(text, str)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: the caption of {bad!r} is not text ({captions[bad]!r}); "
+                         "delete the tree to rebuild it")
+    return captions
 
 
 # ==========================================================================================================

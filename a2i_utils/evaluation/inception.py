@@ -31,8 +31,8 @@ def inception_path(cfg: Config) -> Path:
 def fetch_verified(url: str, dest: Path, sha256: str, progress: bool = True) -> Path:
     """``dest`` if its SHA-256 is ``sha256``; else download ``url`` there and check it; CheckpointError if wrong.
 
-    A file already there with the wrong hash is downloaded again (once); a download with the wrong hash is
-    removed and reported with both hashes.
+    A file already there with the wrong hash is downloaded again (once); a download with the wrong hash never
+    lands at ``dest``: it is checked before the rename, removed and reported with both hashes.
     """
     from a2i_utils.imagebind.huge import download_file
 
@@ -42,12 +42,7 @@ def fetch_verified(url: str, dest: Path, sha256: str, progress: bool = True) -> 
     if dest.is_file():
         print(f"{dest}: SHA-256 does not match the expected {sha256[:12]}...: downloading it again")
         dest.unlink()
-    download_file(url, dest, progress=progress)
-    got = sha256_file(dest)
-    if got != sha256:
-        dest.unlink()
-        raise CheckpointError(f"{dest}: downloaded from {url} but its SHA-256 is {got}, expected {sha256}; removed")
-    return dest
+    return download_file(url, dest, progress=progress, sha256=sha256)  # checked before the rename onto dest
 
 
 def load_inception(cfg: Config, progress: bool = True) -> nn.Module:
