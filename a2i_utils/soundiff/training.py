@@ -332,25 +332,20 @@ def load_finetuned(pipe, folder: Path):
 # The loop
 # ----------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def run_lock(folder: Path, main: bool = True, barrier=None, poll_s: float = 0.5) -> Iterator[None]:
+def run_lock(folder: Path, main: bool = True, barrier=None) -> Iterator[None]:
     """Hold the lock of a run folder (on the main process) for the ``with`` block; say so when waiting for it.
 
     The lock is the hidden file ``.<name>.lock`` beside the folder (outside it: a fresh run deletes the folder).
-    Waits by trying every ``poll_s`` seconds (one timeout for every try: filelock refuses to share a lock
-    between calls with different timeouts in one process). ``barrier`` (``accelerator.wait_for_everyone``)
-    keeps the other processes of a multi-process run waiting until the main one holds the lock, so none reads
-    the folder while another job still writes it."""
+    ``barrier`` (``accelerator.wait_for_everyone``) keeps the other processes of a multi-process run waiting
+    until the main one holds the lock, so none reads the folder while another job still writes it."""
+    lock = folder.with_name(f".{folder.name}")  # file_lock adds ".lock"
     with contextlib.ExitStack() as stack:
-        waiting = False
-        while main:
+        if main:
             try:
-                stack.enter_context(file_lock(folder.with_name(f".{folder.name}"), timeout=0))  # .<name>.lock
-                break
+                stack.enter_context(file_lock(lock, timeout=0))
             except TimeoutError:
-                if not waiting:
-                    print(f"{folder.name} is being trained by another process: waiting for it to finish")
-                    waiting = True
-                time.sleep(poll_s)
+                print(f"{folder.name} is being trained by another process: waiting for it to finish")
+                stack.enter_context(file_lock(lock))
         if barrier is not None:
             barrier()
         yield

@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from a2i_utils.config import Config, TransformerConfig
-from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key, file_lock
+from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key, file_lock, remove_stale_temps
 from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
 from a2i_utils.transformer.model import PixelTransformer, image_to_tokens
 
@@ -433,30 +433,18 @@ def run_dir_for(cfg: Config, name: str, dataset: PixelDataset) -> Path:
 
 
 @contextmanager
-def run_lock(run_dir: Path, poll_s: float = 0.5) -> Iterator[None]:
+def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold the lock of a run folder for the ``with`` block; when another process holds it, say so and wait.
 
-    The lock is the hidden file ``.<name>.lock`` beside the folder (outside it: a fresh run deletes the folder).
-    Waits by trying every ``poll_s`` seconds (one timeout for every try: filelock refuses to share a lock
-    between calls with different timeouts in one process)."""
+    The lock is the hidden file ``.<name>.lock`` beside the folder (outside it: a fresh run deletes the folder)."""
+    lock = run_dir.with_name(f".{run_dir.name}")  # file_lock adds ".lock"
     with ExitStack() as stack:
-        waiting = False
-        while True:
-            try:
-                stack.enter_context(file_lock(run_dir.with_name(f".{run_dir.name}"), timeout=0))  # .<name>.lock
-                break
-            except TimeoutError:
-                if not waiting:
-                    print(f"{run_dir.name} is being trained by another process: waiting for it to finish")
-                    waiting = True
-                time.sleep(poll_s)
+        try:
+            stack.enter_context(file_lock(lock, timeout=0))
+        except TimeoutError:
+            print(f"{run_dir.name} is being trained by another process: waiting for it to finish")
+            stack.enter_context(file_lock(lock))
         yield
-
-
-def remove_temporaries(run_dir: Path) -> None:
-    """Delete the temporary files a killed run left in ``run_dir`` (call it holding :func:`run_lock`)."""
-    for tmp in Path(run_dir).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
 
 
 def heldout_eval_every(steps: int) -> int:
@@ -489,7 +477,7 @@ def _train_or_load(cfg: Config, dataset: PixelDataset, name: str, run_dir: Path,
     torch.manual_seed(cfg.seed)
     S, F_ = dataset.features.shape[1:]
     model = PixelTransformer(cfg.transformer, n_sections=S, n_bins=F_).to(cfg.resolved_device())
-    remove_temporaries(run_dir)
+    remove_stale_temps(run_dir)  # a killed run's half-written files
     trainer = Trainer(model, dataset, cfg.transformer, run_dir, seed=cfg.seed, checkpoint_every=checkpoint_every,
                       val_set=val_set, eval_every=eval_every)
     found = trainer.latest_step()
