@@ -22,6 +22,7 @@ trains a given miniature at a time (:func:`a2i_utils.io.file_lock`): a second on
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -218,6 +219,18 @@ def remove_stage_checkpoint(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def training_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold :func:`a2i_utils.io.file_lock` on ``path`` for the block; if another process holds it, say so and wait."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(path, timeout=0))
+        except TimeoutError:
+            print(f"{what} is being trained by another process: waiting for it to finish")
+            stack.enter_context(file_lock(path))
+        yield
+
+
 def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embedder:
     """The miniature ImageBind of ``cfg``: loaded from the cache if trained before, else trained and saved.
 
@@ -233,7 +246,7 @@ def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embe
     model = build_mini(cfg)
     info = None
     if not final.is_file():
-        with file_lock(final):  # another process training this miniature: wait here, then load its weights
+        with training_lock(final, final.name):  # another process training it: wait, then load its weights
             if not final.is_file():
                 print(f"No checkpoint {final.name} yet: training the miniature ImageBind")
                 with cpu_threads(cfg.imagebind.cpu_threads):

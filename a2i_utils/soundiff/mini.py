@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 
 from a2i_utils.config import Config, SounDiffConfig
 from a2i_utils.devices import cpu_threads
-from a2i_utils.imagebind.mini import StageCheckpoint, remove_stage_checkpoint
-from a2i_utils.io import atomic_write_text, cache_key, file_lock, sha256_file
+from a2i_utils.imagebind.mini import StageCheckpoint, remove_stage_checkpoint, training_lock
+from a2i_utils.io import atomic_write_text, cache_key, sha256_file
 
 MODEL_VERSION = 1
 NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
@@ -349,7 +349,7 @@ def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bo
     folder = mini_dir(cfg, key)
     pipe = None
     if not (folder / "info.json").is_file():
-        with file_lock(folder):  # another process pretraining this miniature: wait here, then load its folder
+        with training_lock(folder, key):  # another process pretraining it: wait, then load its folder
             if not (folder / "info.json").is_file():
                 print(f"No pretrained miniature UnCLIP {key} yet: pretraining it")
                 with cpu_threads(cfg.soundiff.cpu_threads):
