@@ -400,8 +400,6 @@ def _tree_and_manifest(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["../../../../etc/passwd", "/etc/passwd", "vision/beach/../../../outside.jpg"])
-@pytest.mark.xfail(strict=True, reason="needs the dataset.py fix in the issue-11 hostile report: manifest rows "
-                                       "whose paths leave the root are not yet refused")
 def test_a_manifest_row_pointing_outside_the_root_is_rebuilt(tmp_path, where):
     root, first, manifest, doc = _tree_and_manifest(tmp_path)
     doc["pairs"][0]["image_path"] = where
@@ -411,14 +409,13 @@ def test_a_manifest_row_pointing_outside_the_root_is_rebuilt(tmp_path, where):
     assert [p.image_path for p in again.pairs] == [p.image_path for p in first.pairs]
 
 
-@pytest.mark.xfail(strict=True, reason="needs the dataset.py fix in the issue-11 hostile report: a manifest row "
-                                       "with an unknown label or a non-string field is not yet refused")
-def test_a_manifest_row_with_a_wrong_label_is_rebuilt(tmp_path):
+def test_a_manifest_row_with_a_wrong_label_is_rebuilt(tmp_path, capsys):
     root, first, manifest, doc = _tree_and_manifest(tmp_path)
     doc["pairs"][0]["label"] = "not a class"
     doc["pairs"][1]["id"] = 12345
     manifest.write_text(json.dumps(doc))
     again = load_tree(root, progress=False)
+    assert f"{manifest}: damaged or tampered manifest" in capsys.readouterr().out  # reported, not silently used
     assert [(p.id, p.label) for p in again.pairs] == [(p.id, p.label) for p in first.pairs]
 
 

@@ -25,7 +25,7 @@ import os
 import re
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -335,8 +335,12 @@ def _read_manifest(root: Path, path: Path, fingerprint: str) -> tuple[list[Pair]
             return None
         pairs = [_pair_from_row(root, r) for r in stored["pairs"]]
         problems = [_problem_from_row(root, line) for line in stored["problems"]]
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
-        return None  # a damaged manifest is only a cache: scan the tree again
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as err:
+        # a damaged or tampered manifest is only a cache: said, never trusted, and the tree scanned again
+        print(f"{path}: damaged or tampered manifest ({type(err).__name__}: {err}); scanning the tree again")
+        return None
     return pairs, problems
 
 
@@ -363,7 +367,22 @@ def _pair_to_row(root: Path, pair: Pair) -> dict[str, Any]:
 
 
 def _pair_from_row(root: Path, row: dict[str, Any]) -> Pair:
-    """Inverse of :func:`_pair_to_row`."""
+    """Inverse of :func:`_pair_to_row`; a ValueError for a row that could not have been written by it.
+
+    Refused (the manifest is then rebuilt from the tree): fields other than strings, a label that is not a
+    class, an id whose base id differs, and paths other than ``vision|sound/<label>/<id>.<ext>`` (absolute
+    ones and ones with ``..`` included), so a tampered manifest never points outside the root.
+    """
+    keys = ("id", "base_id", "label", "image_path", "audio_path")
+    if set(row) != set(keys) or not all(isinstance(row[k], str) for k in keys):
+        raise ValueError(f"manifest row {row!r} does not have the fields {keys} as strings")
+    match = NAME_RE.match(row["id"])
+    if row["label"] not in CLASSES or not match or match["base"] != row["base_id"]:
+        raise ValueError(f"manifest row {row!r}: not an ADVANCE class and id")
+    for key, sub in (("image_path", "vision"), ("audio_path", "sound")):
+        rel = PurePosixPath(row[key])
+        if rel.parts[:2] != (sub, row["label"]) or len(rel.parts) != 3 or rel.stem != row["id"]:
+            raise ValueError(f"manifest row {row!r}: {key} is not {sub}/{row['label']}/{row['id']}.<ext>")
     return Pair(**{**row, "image_path": root / row["image_path"], "audio_path": root / row["audio_path"]})
 
 
