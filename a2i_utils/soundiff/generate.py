@@ -1,7 +1,8 @@
 """The generation core: recordings (or their embeddings) -> images, for any SounDiff pipeline.
 
 Image ``j`` of every recording is drawn with its own ``torch.Generator`` seeded ``seed + j`` (initial latents and
-the embedding noise alike), so the same recording and seed give the same image whatever the batch it is drawn in.
+the embedding noise alike), so the same recording and seed give the same image whatever the batch it is drawn in,
+to within one intensity level (float32 round-off of the batch's matrix products; measured: 1 of 19,968 values).
 The notebooks, the evaluation and the comparison CLI build on :func:`generate`.
 """
 
