@@ -420,8 +420,6 @@ def test_a_manifest_row_with_a_wrong_label_is_rebuilt(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("weights", ["../other-run/step_0000003.safetensors", "/etc/passwd"])
-@pytest.mark.xfail(strict=True, reason="needs the transformer/training.py fix in the issue-11 hostile report: "
-                                       "latest.json may still name a file outside its run folder")
 def test_latest_json_naming_a_file_outside_the_run_is_refused(tmp_path, weights):
     from a2i_utils.transformer.training import load_run
 
@@ -460,8 +458,6 @@ def test_file_permissions_of_the_cache_are_not_widened(tmp_path):
 
 @pytest.mark.parametrize("key,value", [("step", "1e999"), ("n_sections", "1e999"), ("n_sections", "100000000000000"),
                                        ("n_bins", "-4")])
-@pytest.mark.xfail(strict=True, reason="needs the transformer/training.py fix in the issue-11 hostile report: "
-                                       "huge or infinite numbers in latest.json end in OverflowError/RuntimeError")
 def test_latest_json_with_absurd_numbers_is_a_checkpoint_error(tmp_path, key, value):
     """Infinity (``1e999`` in JSON), a size that cannot be allocated, a negative one: our error, naming the file."""
     from a2i_utils.transformer.training import load_run

@@ -56,7 +56,8 @@ def test_train_mini_unclip_pretrains_then_finds_it(tmp_path, capsys):
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "miniature UnCLIP mini_unclip-v1-" in first and "Found pretrained" not in first
-    (folder,) = [p for p in (tmp_path / "checkpoints" / "soundiff_mini").iterdir() if not p.name.endswith("-vae")]
+    (folder,) = [p for p in (tmp_path / "checkpoints" / "soundiff_mini").iterdir()
+                 if p.is_dir() and not p.name.endswith("-vae")]  # not the <key>.lock file beside it
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert main(argv) == 0
     assert "Found pretrained miniature UnCLIP" in capsys.readouterr().out

@@ -81,8 +81,10 @@ def offline_tokenizer(max_length: int = TEXT_MAX_LEN, folder: Path | None = None
 
     from transformers import CLIPTokenizer
 
-    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="a2i-tokenizer-"))
-    vocab_file, merges_file = write_tokenizer_files(folder)
+    if folder is None:  # the tokenizer reads its files when built: a temporary folder, removed afterwards
+        with tempfile.TemporaryDirectory(prefix="a2i-tokenizer-") as tmp:
+            return offline_tokenizer(max_length, Path(tmp))
+    vocab_file, merges_file = write_tokenizer_files(Path(folder))
     return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=max_length, pad_token="<|endoftext|>")
 
 

@@ -311,7 +311,7 @@ class Trainer:
             return None
         try:
             return int(json.loads(meta_path.read_text())["step"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, OverflowError) as err:
             raise CheckpointError(f"cannot read {meta_path}: {type(err).__name__}: {err}") from err
 
     def load(self) -> int:
@@ -319,12 +319,13 @@ class Trainer:
         path = self.run_dir / "latest.json"
         try:
             meta = json.loads(path.read_text())
-            weights_path, state_path = self.run_dir / meta["weights"], self.run_dir / meta["state"]
+            weights_path, state_path = _run_file(path, meta, "weights"), _run_file(path, meta, "state")
             path = weights_path
             weights = load_file(str(path), device=str(self.device))
             path = state_path
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError,
+        except (OSError, ValueError, KeyError, TypeError, OverflowError, RuntimeError, EOFError,
+                pickle.UnpicklingError,
                 SafetensorError) as err:
             raise CheckpointError(f"cannot read the checkpoint in {self.run_dir}: {path.name}: "
                                   f"{type(err).__name__}: {err}") from err
@@ -374,6 +375,22 @@ def _read_log(path: Path, upto_step: int) -> list[tuple[int, float]]:
     return kept
 
 
+def _run_file(meta_path: Path, meta: dict, key: str) -> Path:
+    """The file ``meta[key]`` of the run folder holding ``meta_path``; a CheckpointError for any other path."""
+    name = meta[key]
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise CheckpointError(f"{meta_path}: {key} {name!r} is not a file name: it points outside the run folder")
+    return meta_path.parent / name
+
+
+def _bounded(meta: dict, key: str, meta_path: Path, limit: int = 100_000) -> int:
+    """``meta[key]`` as a size between 1 and ``limit``; a CheckpointError for anything else (a tampered file)."""
+    value = meta[key]
+    if type(value) is not int or not 0 < value <= limit:
+        raise CheckpointError(f"{meta_path}: {key} = {value!r} is not a size between 1 and {limit}")
+    return value
+
+
 def _load_weights(model: PixelTransformer, weights: dict[str, Tensor], path: Path) -> None:
     """Load ``weights`` (read from ``path``) into ``model``; a CheckpointError naming ``path`` if they do not fit."""
     try:
@@ -406,8 +423,9 @@ def load_run(run_dir: Path, device: str = "cpu", need_normalizer: bool = True
     try:
         meta = json.loads(meta_path.read_text())
         tcfg = TransformerConfig(**meta["config"])
-        n_sections, n_bins, weights_path = int(meta["n_sections"]), int(meta["n_bins"]), run_dir / meta["weights"]
-    except (OSError, ValueError, KeyError, TypeError) as err:
+        n_sections, n_bins = _bounded(meta, "n_sections", meta_path), _bounded(meta, "n_bins", meta_path)
+        weights_path = _run_file(meta_path, meta, "weights")
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as err:
         raise CheckpointError(f"cannot read {meta_path}: {type(err).__name__}: {err}") from err
     model = PixelTransformer(tcfg, n_sections=n_sections, n_bins=n_bins).to(device)
     try:
