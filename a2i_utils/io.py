@@ -13,8 +13,9 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,22 @@ def file_lock(path: str | Path, timeout: float = -1) -> Iterator[Path]:
     finally:
         lock.release()
 
+
+
+@contextmanager
+def waiting_lock(path: str | Path, message: str, stream=None) -> Iterator[Path]:
+    """:func:`file_lock` on ``path``; when another process holds it, print ``message`` first, then wait for it.
+
+    The pattern of every "compute once, then reuse" step (a run, a miniature, the synthetic tree): the second
+    process says why it stands still, waits, and then finds the first one's result. ``stream`` defaults to stdout.
+    """
+    with ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path, timeout=0))
+        except TimeoutError:
+            print(message, file=stream or sys.stdout, flush=True)
+            held.enter_context(file_lock(path))
+        yield Path(path)
 
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")  # io.atomic_write's temporary files: .<name>.<pid>.tmp
 

@@ -163,13 +163,14 @@ def stop_when_writing(real, go):  # a writer says so, waits for the file go, the
     return wrapped
 
 
-real_lock, real_write = synth.file_lock, synth._write_tree_locked
+real_locks, real_write = (synth.file_lock, synth.waiting_lock), synth._write_tree_locked
 for ROUND in ("without-lock", "with-lock"):
     if ROUND == "without-lock":  # the code as it would be without the lock
         import contextlib
         synth.file_lock = lambda path, timeout=-1: contextlib.nullcontext(path)
+        synth.waiting_lock = lambda path, message, stream=None: contextlib.nullcontext(path)
     else:
-        synth.file_lock = real_lock
+        synth.file_lock, synth.waiting_lock = real_locks
     synth._write_tree_locked = stop_when_writing(real_write, ARGS["go"] + ROUND)
     cfg = get_config("demo", {**ARGS["over"], "cache_dir": ARGS["caches"] + ROUND})
     try:

@@ -10,11 +10,12 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from a2i_utils.io import atomic_write, atomic_write_bytes, atomic_write_text, file_lock, sha256_file
+from a2i_utils.io import atomic_write, atomic_write_bytes, atomic_write_text, file_lock, sha256_file, waiting_lock
 
 
 def test_atomic_write_replaces_and_cleans_up(tmp_path):
@@ -50,6 +51,7 @@ def test_sha256_file(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 HOLDER = """
 import sys
+import threading
 from a2i_utils.io import file_lock
 print("WAITING", flush=True)
 with file_lock(sys.argv[1]):
@@ -134,3 +136,19 @@ def test_file_lock_nested_with_different_timeouts(tmp_path):
     target = tmp_path / "entry.bin"
     with file_lock(target, timeout=0), file_lock(target), file_lock(target, timeout=5):
         assert (tmp_path / "entry.bin.lock").exists()
+
+
+def test_waiting_lock_says_why_it_waits_only_when_another_process_holds_it(tmp_path, capsys):
+    target = tmp_path / "run"
+    with waiting_lock(target, "run is busy: waiting"):  # free: taken at once, nothing said
+        pass
+    assert capsys.readouterr().out == ""
+    holder = _locker(target)
+    try:
+        assert _said(holder, "HELD", 60)
+        threading.Timer(1.0, lambda: (holder.stdin.write(b"\n"), holder.stdin.flush())).start()  # lets go in 1 s
+        with waiting_lock(target, "run is busy: waiting"):
+            assert holder.wait(timeout=60) == 0  # we hold it only once the holder has finished
+        assert capsys.readouterr().out == "run is busy: waiting\n"
+    finally:
+        _stop(holder)

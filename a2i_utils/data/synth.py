@@ -24,13 +24,10 @@ or ``mixed`` (another, unrelated scene's signature on top); every recording has 
 from __future__ import annotations
 
 import glob
-import itertools
 import json
 import os
 import shutil
 import sys
-import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +47,7 @@ from a2i_utils.data.synth_sounds import (
     draw_sources,
     mix_sources,
 )
-from a2i_utils.io import file_lock
+from a2i_utils.io import file_lock, waiting_lock
 
 SYNTH_VERSION = 4  # bump when the generator changes: trees are cached under a name that includes it
 # 4: shared sound sources across scenes, a recording-level mix, an `amount` seen and heard, noise-dominated kind
@@ -297,21 +294,8 @@ def ensure_synthetic(cfg, progress: bool = True) -> Path:
     root = Path(cfg.datasets_dir) / tree_name(cfg)
     if (root / "synthetic.json").is_file():
         return root
-    with ExitStack() as held:
-        _hold_lock(root, held)
+    with waiting_lock(root, f"{root}: another a2i process is writing this tree; waiting for it to finish", sys.stderr):
         if not (root / "synthetic.json").is_file():  # not written by the other process meanwhile
             d = cfg.data
             _write_tree_locked(root, d.per_class, cfg.seed, d.image_size, d.sample_rate, d.duration_s, progress)
     return root
-
-
-def _hold_lock(root: Path, held: ExitStack, poll_s: float = 0.2) -> None:
-    """Take :func:`file_lock` on ``root`` into ``held``; if another process holds it, say so once and wait."""
-    for attempt in itertools.count():
-        try:
-            held.enter_context(file_lock(root, timeout=0))
-            return
-        except TimeoutError:
-            if attempt == 0:
-                print(f"{root}: another a2i process is writing this tree; waiting for it to finish", file=sys.stderr)
-        time.sleep(poll_s)

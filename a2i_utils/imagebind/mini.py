@@ -48,7 +48,7 @@ from a2i_utils.imagebind.preprocess import (
     load_text_inputs,
     load_vision_inputs,
 )
-from a2i_utils.io import CheckpointError, atomic_write, cache_key, file_lock, sha256_file
+from a2i_utils.io import CheckpointError, atomic_write, cache_key, sha256_file, waiting_lock
 
 BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second: in a notebook each redraw is a kernel message,
 # and thousands of them overflow the kernel's message queue (nbval then loses the end of the cell)
@@ -221,13 +221,8 @@ def remove_stage_checkpoint(path: Path) -> None:
 
 @contextlib.contextmanager
 def training_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold :func:`a2i_utils.io.file_lock` on ``path`` for the block; if another process holds it, say so and wait."""
-    with contextlib.ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(path, timeout=0))
-        except TimeoutError:
-            print(f"{what} is being trained by another process: waiting for it to finish")
-            stack.enter_context(file_lock(path))
+    """Hold the lock of ``path`` for the block; if another process trains it, say so and wait (``io.waiting_lock``)."""
+    with waiting_lock(path, f"{what} is being trained by another process: waiting for it to finish"):
         yield
 
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from a2i_utils.config import Config
-from a2i_utils.io import CheckpointError, atomic_write_text, cache_key, file_lock
+from a2i_utils.io import CheckpointError, atomic_write_text, cache_key, waiting_lock
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
 
 RUN_VERSION = 1
@@ -341,11 +341,8 @@ def run_lock(folder: Path, main: bool = True, barrier=None) -> Iterator[None]:
     lock = folder.with_name(f".{folder.name}")  # file_lock adds ".lock"
     with contextlib.ExitStack() as stack:
         if main:
-            try:
-                stack.enter_context(file_lock(lock, timeout=0))
-            except TimeoutError:
-                print(f"{folder.name} is being trained by another process: waiting for it to finish")
-                stack.enter_context(file_lock(lock))
+            stack.enter_context(waiting_lock(lock, f"{folder.name} is being trained by another process: "
+                                                   "waiting for it to finish"))
         if barrier is not None:
             barrier()
         yield

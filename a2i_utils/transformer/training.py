@@ -32,7 +32,7 @@ import math
 import pickle
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from a2i_utils.config import Config, TransformerConfig
-from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key, file_lock, remove_stale_temps
+from a2i_utils.io import CheckpointError, atomic_write, atomic_write_text, cache_key, remove_stale_temps, waiting_lock
 from a2i_utils.transformer.features import FeatureNormalizer, features_for_pairs
 from a2i_utils.transformer.model import PixelTransformer, image_to_tokens
 
@@ -456,12 +456,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
     The lock is the hidden file ``.<name>.lock`` beside the folder (outside it: a fresh run deletes the folder)."""
     lock = run_dir.with_name(f".{run_dir.name}")  # file_lock adds ".lock"
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(file_lock(lock, timeout=0))
-        except TimeoutError:
-            print(f"{run_dir.name} is being trained by another process: waiting for it to finish")
-            stack.enter_context(file_lock(lock))
+    with waiting_lock(lock, f"{run_dir.name} is being trained by another process: waiting for it to finish"):
         yield
 
 
