@@ -4,9 +4,9 @@
 
 - missing, empty (0 bytes), not an image, truncated or corrupt (``LOAD_TRUNCATED_IMAGES`` stays off: a cut file
   is an error, never a half-grey image) -> ``ImageError``;
-- more than ``MAX_IMAGE_PIXELS`` pixels (64 Mpx, e.g. 8192 x 8192; ADVANCE's are 512 x 512) -> ``ImageError``
-  with its size, read from the header before any pixel is decoded: a 20,000 x 20,000 photo or a decompression
-  bomb (a small file declaring huge dimensions) is refused without allocating its pixels.
+- more than ``MAX_IMAGE_PIXELS`` pixels (2**26, 67 Mpx: at most 8192 x 8192; ADVANCE's are 512 x 512)
+  -> ``ImageError`` with its size, read from the header before any pixel is decoded: a 20,000 x 20,000 photo
+  or a decompression bomb (a small file declaring huge dimensions) is refused without allocating its pixels.
 
 :func:`load_image` turns any mode into 8-bit RGB (or gray): palette (with or without transparency), 1-bit,
 gray, CMYK through Pillow's conversions; alpha is dropped (the stored colours, not composited on a background);
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-MAX_IMAGE_PIXELS = 2**26  # 64 Mpx (256 MiB as RGBA); Pillow's own bomb limit is 89 Mpx (warning) / 179 Mpx (error)
+MAX_IMAGE_PIXELS = 2**26  # 67 Mpx, 8192 x 8192 (256 MiB as RGBA); Pillow's bomb limits: 89 Mpx warns, 179 Mpx raises
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError,
                  struct.error, MemoryError, Image.DecompressionBombError)  # what Pillow raises on hostile files
