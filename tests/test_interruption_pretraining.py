@@ -254,7 +254,7 @@ def _vae_run(cache: Path, checkpoint: Path) -> tuple[list[float], dict[str, torc
 
 def _write_real_checkpoint(tmp_path: Path, path: Path, monkeypatch) -> None:
     """A real in-stage checkpoint of the tiny VAE at step 2 of 5: the run is stopped right after writing it."""
-    from a2i_utils.imagebind.mini import StageCheckpoint
+    from a2i_utils.checkpoints import StageCheckpoint
 
     def save_then_stop(self, done, record, tensors=None):
         real(self, done, record, tensors)
@@ -273,7 +273,7 @@ def _write_real_checkpoint(tmp_path: Path, path: Path, monkeypatch) -> None:
 def test_damaged_in_stage_checkpoint_is_an_error_naming_the_file(tmp_path, monkeypatch, damage):
     """Policy: an in-stage checkpoint that cannot be used stops the run with a CheckpointError naming it (delete
     it to restart the stage). It is never skipped silently: that would drop its steps unannounced."""
-    from a2i_utils.imagebind.mini import StageCheckpoint
+    from a2i_utils.checkpoints import StageCheckpoint
 
     path = tmp_path / "vae-progress.safetensors"
     if damage == "garbage":

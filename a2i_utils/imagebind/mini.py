@@ -15,14 +15,13 @@ built at small widths
 
 The trained weights are saved as safetensors under ``cfg.checkpoints_dir`` keyed by the config and the
 data, and reused; a finished stage 1 is kept, so an interrupted run resumes at stage 2. Within a stage, an
-in-stage checkpoint every ``imagebind.mini_checkpoint_every`` steps (:class:`StageCheckpoint`) lets a killed
-run go on from its last one, to bitwise the same weights and losses as a run never stopped. One process
+in-stage checkpoint every ``imagebind.mini_checkpoint_every`` steps (:class:`a2i_utils.checkpoints.StageCheckpoint`)
+lets a killed run go on from its last one, to bitwise the same weights and losses as a run never stopped. One process
 trains a given miniature at a time (:func:`a2i_utils.io.file_lock`): a second one waits, then loads it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from a2i_utils.checkpoints import StageCheckpoint, remove_stage_checkpoint
 from a2i_utils.compat import import_imagebind
 from a2i_utils.config import Config, ImageBindConfig
 from a2i_utils.data import CLASSES
@@ -132,100 +132,6 @@ def load_mini_weights(model: nn.Module, path: Path) -> dict:
     return info
 
 
-class StageCheckpoint:
-    """The in-stage checkpoint of one training stage: one safetensors file, replaced every ``every`` steps.
-
-    It holds what the loop needs to go on as if never stopped: the weights of ``modules``, the optimiser's
-    state and param groups, the LR schedule, the state of ``gen`` and of torch's global generator (drop path
-    draws from it), the loop's record (losses) and tensors of its own (an epoch's permutation). Written with
-    :func:`a2i_utils.io.atomic_write`: a kill during the write leaves the previous checkpoint whole and a
-    ``.<name>.<pid>.tmp`` that is never read (removed with the checkpoint). Read back without pickle; a file
-    that cannot be read or does not fit the model is a :class:`CheckpointError` naming it, never skipped
-    silently (delete it to restart the stage). Saving draws no random numbers and reorders nothing.
-    """
-
-    def __init__(self, path: Path | None, every: int, total: int, modules: dict[str, nn.Module], opt, sched,
-                 gen: torch.Generator):
-        self.path, self.every, self.total = path, every, total
-        self.modules, self.opt, self.sched, self.gen = modules, opt, sched, gen
-
-    def resume(self) -> dict | None:
-        """Restore everything from the checkpoint if there is one; return its record (``step``, ...) or None."""
-        if self.path is None or not self.path.is_file():
-            return None
-        state = self._load()
-        print(f"Found in-stage checkpoint {self.path.name}, resuming at step {state['step']} of {self.total}")
-        return state
-
-    def step_done(self, done: int, record: dict, tensors: dict[str, torch.Tensor] | None = None) -> None:
-        """After ``done`` steps: save if it is time (every ``every`` steps, never at the end: the stage is saved)."""
-        if self.path is not None and self.every > 0 and done % self.every == 0 and done < self.total:
-            self._save(done, record, tensors or {})
-
-    def _save(self, step: int, record: dict, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
-        opt = self.opt.state_dict()
-        out = {f"{name}.{k}": v.detach().cpu().contiguous()
-               for name, m in self.modules.items() for k, v in m.state_dict().items()}
-        out |= {f"optimizer.{i}.{k}": v.detach().cpu().contiguous() for i, st in opt["state"].items()
-                for k, v in st.items()}
-        out |= {f"loop.{k}": v.detach().cpu().contiguous() for k, v in tensors.items()}
-        out |= {"rng.gen": self.gen.get_state(), "rng.torch": torch.get_rng_state()}
-        meta = {"step": step, "record": record, "scheduler": self.sched.state_dict(),
-                "param_groups": opt["param_groups"]}
-        atomic_write(self.path, lambda tmp: save_file(out, str(tmp), metadata={"progress": json.dumps(meta)}))
-
-    def _load(self) -> dict:
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(self.path))
-            with safe_open(str(self.path), "pt") as f:
-                meta = json.loads(f.metadata()["progress"])
-            for name, m in self.modules.items():
-                m.load_state_dict(_prefixed(tensors, name), strict=True)
-            groups = [g | {"betas": tuple(g["betas"])} if "betas" in g else g for g in meta["param_groups"]]
-            state = {int(i): st for i, st in _nested(_prefixed(tensors, "optimizer")).items()}
-            self.opt.load_state_dict({"state": state, "param_groups": groups})
-            self.sched.load_state_dict(meta["scheduler"])
-            self.gen.set_state(tensors["rng.gen"])
-            torch.set_rng_state(tensors["rng.torch"])
-        except (SafetensorError, OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
-            raise CheckpointError(f"{self.path}: unusable in-stage checkpoint ({str(err)[:300]}); "
-                                  "delete it to restart this stage") from err
-        return {**meta["record"], "step": int(meta["step"]), "tensors": _prefixed(tensors, "loop")}
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries ``<prefix>.<rest>`` of ``tensors`` as ``{rest: tensor}``."""
-    return {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-
-def _nested(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
-    """``{"<i>.<name>": t}`` -> ``{"<i>": {name: t}}`` (the optimiser's per-parameter state)."""
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for k, v in flat.items():
-        i, _, name = k.partition(".")
-        out.setdefault(i, {})[name] = v
-    return out
-
-
-def remove_stage_checkpoint(path: Path) -> None:
-    """Delete an in-stage checkpoint and any temporary file a kill during its write left beside it."""
-    path.unlink(missing_ok=True)
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def training_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock of ``path`` for the block; if another process trains it, say so and wait (``io.waiting_lock``)."""
-    with waiting_lock(path, f"{what} is being trained by another process: waiting for it to finish"):
-        yield
-
-
 def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embedder:
     """The miniature ImageBind of ``cfg``: loaded from the cache if trained before, else trained and saved.
 
@@ -241,7 +147,7 @@ def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embe
     model = build_mini(cfg)
     info = None
     if not final.is_file():
-        with training_lock(final, final.name):  # another process training it: wait, then load its weights
+        with waiting_lock(final, f"{final.name} is being trained by another process: waiting for it to finish"):
             if not final.is_file():
                 print(f"No checkpoint {final.name} yet: training the miniature ImageBind")
                 with cpu_threads(cfg.imagebind.cpu_threads):

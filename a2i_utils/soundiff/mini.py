@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from a2i_utils.checkpoints import StageCheckpoint, remove_stage_checkpoint
 from a2i_utils.config import Config, SounDiffConfig
 from a2i_utils.devices import cpu_threads
-from a2i_utils.imagebind.mini import StageCheckpoint, remove_stage_checkpoint, training_lock
-from a2i_utils.io import atomic_write_text, cache_key, sha256_file
+from a2i_utils.io import atomic_write_text, cache_key, sha256_file, waiting_lock
 
 MODEL_VERSION = 1
 NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
@@ -351,7 +351,7 @@ def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bo
     folder = mini_dir(cfg, key)
     pipe = None
     if not (folder / "info.json").is_file():
-        with training_lock(folder, key):  # another process pretraining it: wait, then load its folder
+        with waiting_lock(folder, f"{key} is being trained by another process: waiting for it to finish"):
             if not (folder / "info.json").is_file():
                 print(f"No pretrained miniature UnCLIP {key} yet: pretraining it")
                 with cpu_threads(cfg.soundiff.cpu_threads):
