@@ -66,7 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a reader gone meanwhile shows here, inside the handler below
+        return status
+    except BrokenPipeError:  # the reader stopped early (`a2i doctor --json | head`): not an error of the input
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second complaint when Python exits
+        return 1
     except Exception as err:  # noqa: BLE001  (sorted below: a user's mistake gets one line, a bug its traceback)
         if not is_user_error(err) or os.environ.get(DEBUG_ENV):
             raise

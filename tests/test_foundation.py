@@ -180,3 +180,14 @@ def test_data_root_from_environment(monkeypatch, tmp_path):
     assert get_config("demo", {"data.root": "/elsewhere"}).data.root == "/elsewhere"  # an explicit override wins
     monkeypatch.delenv(config.DATA_ROOT_ENV)
     assert get_config("demo").data.root == ""
+
+
+
+def test_cli_output_into_a_closed_pipe_is_no_error_message():
+    """`a2i doctor --json | head -c 50`: when the reader has gone, a2i stops without an `a2i: error:` line."""
+    child = subprocess.Popen([sys.executable, "-m", "a2i_utils.cli", "config"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child.stdout.close()  # the reader leaves before a2i writes anything (its imports take seconds)
+    err = child.stderr.read()
+    assert child.wait(timeout=120) == 1
+    assert "error" not in err and "Traceback" not in err and "Exception ignored" not in err, err
