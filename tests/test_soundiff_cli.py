@@ -24,6 +24,9 @@ def test_train_soundiff_arguments_become_config_overrides(tmp_path):
     args = build_parser().parse_args(["train", "soundiff", "--variant", "S", "--lora", "--steps", "7", "--lr", "1e-4",
                                       "--resume", "latest", "--cache", str(tmp_path), "--set", "soundiff.views=8"])
     assert (args.variant, args.steps, args.resume) == ("S", 7, "latest")
+    again = build_parser().parse_args(["train", "soundiff"])
+    assert (again.resume, again.restart) == ("latest", False)  # a re-run of the same command finishes the job
+    assert build_parser().parse_args(["train", "soundiff", "--restart"]).restart
     assert overrides(args) == {"soundiff.views": 8, "cache_dir": tmp_path, "soundiff.lr": 1e-4, "soundiff.lora": True}
     assert parse_set(["soundiff.mini_unet_channels=(16, 16)", "soundiff.prompt_s=a photo"]) == {
         "soundiff.mini_unet_channels": (16, 16), "soundiff.prompt_s": "a photo"}
@@ -47,6 +50,10 @@ def test_accelerate_launch_two_cpu_processes_trains_and_saves(tmp_path):
     assert (runs[0] / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert len(json.loads((runs[0] / "history.json").read_text())["loss"]) == 3
     assert (runs[0] / "checkpoint-2" / "trainable.safetensors").is_file()
+    again = subprocess.run([sys.executable] + cmd[cmd.index("-m"):], env=env, capture_output=True, text=True,
+                           timeout=600)  # the same command again, one process: the finished run is not retrained
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "SounDiff-L is already fine-tuned: weights in" in again.stdout and "done:" not in again.stdout
 
 
 def test_train_mini_unclip_pretrains_then_finds_it(tmp_path, capsys):

@@ -2,9 +2,10 @@
 
 Both run on one CPU or GPU as they are, and on several processes with ``accelerate launch -m a2i_utils.cli ...``
 (the first process prepares data, embeddings and the miniature; the others wait, then read them from the cache).
-A fine-tune that was interrupted (even killed) continues from its last checkpoint with ``--resume latest``;
-without it, the run starts afresh (and says which checkpoint it discards). Two commands training the same run
-do not write it at once: the second waits for the first (see ``soundiff.training.run_lock``).
+A fine-tune that was interrupted (even killed) continues from its last checkpoint when the same command is run
+again (``--resume latest``, the default), and a finished one is not trained again; ``--restart`` starts it afresh
+and says which checkpoint it discards. Two commands training the same run do not write it at once: the second
+waits for the first (see ``soundiff.training.run_lock``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def register(subparsers) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--mixed-precision", choices=("auto", "no", "bf16", "fp16"), default=None)
     p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--resume", choices=("latest",), default=None,
-                   help="continue the same run from its last checkpoint (after an interruption)")
+    p.add_argument("--resume", choices=("latest",), default="latest",
+                   help="continue the same run from its last checkpoint (the default: a re-run finishes the job)")
+    p.add_argument("--restart", action="store_true", help="start the run afresh, discarding its checkpoints")
     _common(p)
     p.set_defaults(func=run_train)
     m = sub.add_parser("mini-unclip", help="pretrain the demo's miniature UnCLIP (VAE, normaliser, U-Net)")
@@ -117,15 +119,20 @@ def run_train(args: argparse.Namespace) -> int:
         pipe = load_pipeline(cfg, progress=state.is_main_process)
         variant = variant_of(cfg, args.variant, args.prompt, args.subset, args.steps)
         pairs = [p for p in dataset.train if variant.subset is None or p.label == variant.subset]
+        key = run_key(cfg, getattr(pipe, "key", cfg.soundiff.pretrained_id), variant, embedder.identity,
+                      [p.id for p in pairs])
+        folder = run_dir(cfg, key)
+        if (folder / "history.json").is_file() and not args.restart:  # a re-run of a finished command
+            state.print(f"SounDiff-{variant.name} is already fine-tuned: weights in {folder} "
+                        "(--restart trains it again)")
+            return 0
         data = prepare_training_data(cfg, pipe, pairs, embedder, progress=state.is_main_process)
-    key = run_key(cfg, getattr(pipe, "key", cfg.soundiff.pretrained_id), variant, embedder.identity,
-                  [p.id for p in pairs])
-    folder = run_dir(cfg, key)
     state.print(f"SounDiff-{variant.name}: {len(pairs)} pairs, prompt {variant.prompt!r}, {variant.steps} steps, "
                 f"{state.num_processes} process(es) -> {folder}")
-    if args.resume is None and (ckpt := latest_checkpoint(folder)) is not None:
-        state.print(f"starting afresh: {ckpt.name} is discarded (pass --resume latest to continue from it)")
-    history = finetune(cfg, pipe, data, variant, folder, resume=args.resume, progress=state.is_main_process)
+    resume = None if args.restart else args.resume
+    if resume is None and (ckpt := latest_checkpoint(folder)) is not None:
+        state.print(f"starting afresh (--restart): {ckpt.name} is discarded")
+    history = finetune(cfg, pipe, data, variant, folder, resume=resume, progress=state.is_main_process)
     state.print(f"done: {len(history['loss'])} steps, last loss {history['loss'][-1]:.4f}, "
                 f"{history['samples_per_s']} samples/s; weights in {folder}")
     return 0
