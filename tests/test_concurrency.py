@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from stand_ins import CHILD_PRELUDE, TINY_EMBEDDER, TINY_TREE, tiny_embedder
 
 from a2i_utils.config import get_config
 from a2i_utils.data import synth
@@ -28,39 +29,11 @@ from a2i_utils.imagebind import cache as E
 from a2i_utils.io import atomic_write_text
 from a2i_utils.transformer import features as F
 
-TINY_TREE = {"data.per_class": 1, "data.image_size": 16, "data.duration_s": 0.5}
 EMB = {"device": "cpu", "imagebind.batch_size": 2}
 
-# A stand-in for ImageBind, the same code in the test and in its children: the cache does not depend on the
-# model, and building the miniature means importing the imagebind package (4 s a process on this machine).
-TINY_EMBEDDER = """
-def tiny_embedder():
-    \"\"\"One seeded linear head on the audio inputs: (B, 3, 1, 128, 204) -> (B, 32).\"\"\"
-    import torch
-    from torch import nn
 
-    from a2i_utils.imagebind.embedder import Embedder
-
-    class Towers(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.modality_heads = nn.ModuleDict({"audio": nn.Sequential(nn.Flatten(), nn.Linear(3 * 128 * 204, 32))})
-
-        def forward(self, inputs):
-            return {m: self.modality_heads[m](x) for m, x in inputs.items()}
-
-    torch.manual_seed(0)
-    return Embedder(Towers().eval(), identity="tiny-test-model")
-"""
-exec(TINY_EMBEDDER)  # defines tiny_embedder() here
-
-CHILD_HEAD = """
-import hashlib, json, os, sys, time
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-from a2i_utils.config import get_config
-ARGS = json.loads(sys.argv[1])
+CHILD_HEAD = CHILD_PRELUDE + """
+import hashlib
 
 def wait_file(name):
     while not os.path.exists(name):
@@ -233,7 +206,7 @@ print("EMBEDDINGS COMPUTED", stats.computed, "SHA", sha(out), flush=True)
 def test_two_processes_filling_the_feature_and_embedding_caches_at_once(tmp_path, wavs):
     cfg = get_config("demo", {"cache_dir": tmp_path / "cache", **EMB})
     ref_cfg = get_config("demo", {"cache_dir": tmp_path / "ref", **EMB})
-    embedder = tiny_embedder()  # noqa: F821 (defined by exec above)
+    embedder = tiny_embedder()
     ref_features = F.features_for_pairs(wavs, ref_cfg, progress=False)
     ref_embeddings = E.embed_files(embedder, wavs, "audio", ref_cfg, progress=False)
     go = tmp_path / "go"

@@ -23,6 +23,7 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import load_file
+from stand_ins import CHILD_PRELUDE, TINY_EMBEDDER, TINY_TREE, tiny_embedder
 
 from a2i_utils import cli
 from a2i_utils.config import get_config
@@ -31,41 +32,12 @@ from a2i_utils.imagebind import cache as E
 from a2i_utils.io import remove_stale_temps
 from a2i_utils.transformer import features as F
 
-TINY_TREE = {"data.per_class": 1, "data.image_size": 16, "data.duration_s": 0.5}  # 13 pairs, 0.5 s recordings
 # One item a batch: an embedding of an item can change in the last bits with the other items of its batch (the
 # miniature's by 5e-7 of 2.1, measured), and a re-run batches only the missing items; bitwise needs equal batches.
 EMB = {"device": "cpu", "imagebind.batch_size": 1}
 
-# A stand-in for ImageBind, the same code in the test and in its children: the cache does not depend on the
-# model, and building the miniature means importing the imagebind package (4 s a process on this machine).
-TINY_EMBEDDER = """
-def tiny_embedder():
-    \"\"\"One seeded linear head on the audio inputs: (B, 3, 1, 128, 204) -> (B, 32).\"\"\"
-    import torch
-    from torch import nn
 
-    from a2i_utils.imagebind.embedder import Embedder
-
-    class Towers(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.modality_heads = nn.ModuleDict({"audio": nn.Sequential(nn.Flatten(), nn.Linear(3 * 128 * 204, 32))})
-
-        def forward(self, inputs):
-            return {m: self.modality_heads[m](x) for m, x in inputs.items()}
-
-    torch.manual_seed(0)
-    return Embedder(Towers().eval(), identity="tiny-test-model")
-"""
-exec(TINY_EMBEDDER)  # defines tiny_embedder() here
-
-CHILD_HEAD = """
-import json, os, sys, time
-from pathlib import Path
-import torch
-torch.set_num_threads(1)
-from a2i_utils.config import get_config
-ARGS = json.loads(sys.argv[1])
+CHILD_HEAD = CHILD_PRELUDE + """
 
 def block(marker):
     print(marker, flush=True)
@@ -260,7 +232,7 @@ E.embed_files(embedder, ARGS["paths"], "audio", cfg, progress=False)
 def test_killed_embedding_cache_keeps_whole_entries_and_is_finished_by_the_next_run(tmp_path, wavs):
     paths = wavs[:6]
     cfg = get_config("demo", {"cache_dir": tmp_path / "cache", **EMB})
-    embedder = tiny_embedder()  # noqa: F821 (defined by exec above)
+    embedder = tiny_embedder()
     ref_cfg = get_config("demo", {"cache_dir": tmp_path / "ref", **EMB})
     reference = E.embed_files(embedder, paths, "audio", ref_cfg, progress=False)
     child = start(EMBED_CHILD, cfg.cache_dir, over=EMB, paths=[str(p) for p in paths])
