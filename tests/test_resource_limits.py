@@ -7,11 +7,12 @@ Memory here is numpy's, traced with ``tracemalloc`` (numpy reports its buffers t
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import struct
 import tracemalloc
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,11 @@ from a2i_utils.data import audio as A
 from a2i_utils.data import images as I
 from a2i_utils.data.audio import AudioError, LongAudioWarning, audio_problem, load_audio, load_audio_channels
 from a2i_utils.data.images import ImageError, load_image
+
+# The bench's own case builders (bench/bench_limits.py measures the same cases at full size): one definition of each.
+_spec = importlib.util.spec_from_file_location("bench_limits", Path(__file__).parents[1] / "bench" / "bench_limits.py")
+BENCH = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(BENCH)
 
 MB = 2**20
 
@@ -125,20 +131,10 @@ def test_odd_rate_is_refused_before_allocating_a_huge_kernel(tmp_path):
 # ----------------------------------------------------------------------------------------------------------
 # Images
 # ----------------------------------------------------------------------------------------------------------
-def png_declaring(path, w: int, h: int, idat: bytes = b""):
-    """A PNG whose header declares w x h RGB pixels, followed by ``idat`` (a decompression bomb when it is small)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
-    return path
-
-
 @pytest.mark.parametrize(("w", "h"), [(20_000, 20_000), (9_000, 9_000), (100_000, 100_000), (2**31 - 1, 1)])
 def test_huge_declared_images_are_refused_before_decoding(tmp_path, w, h):
     """A decompression bomb: 1 KB of zlib declaring up to 10 Gpx; refused from the header, nothing allocated."""
-    path = png_declaring(tmp_path / "bomb.png", w, h, zlib.compress(bytes(1_000_000), 9))
+    path = BENCH.write_png_declaring(tmp_path / "bomb.png", w, h, zlib.compress(bytes(1_000_000), 9))
     assert path.stat().st_size < 2_000
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not even Pillow's DecompressionBombWarning gets out
@@ -176,23 +172,6 @@ def test_an_image_at_the_limit_is_read(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------------------------------------
 # A folder of 20,000 files (bench/bench_limits.py: 100,000)
 # ----------------------------------------------------------------------------------------------------------
-def many_files_tree(root, n_files: int):
-    """``n_files`` tiny files: n/2 valid pairs over every class (a 4x4 PNG named .jpg, a 0.1 s 8 kHz WAV)."""
-    from a2i_utils.data.classes import CLASSES
-
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 4), (9, 9, 9)).save(buf, format="PNG")
-    x = (np.sin(np.arange(800) / 5) * 8000).astype("<i2").tobytes()
-    fmt = struct.pack("<IHHIIHH", 16, 1, 1, 8000, 16000, 2, 16)  # PCM, mono, 8 kHz, 16-bit
-    wav = b"RIFF" + struct.pack("<I", 36 + len(x)) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", len(x)) + x
-    for sub, ext, data in (("vision", ".jpg", buf.getvalue()), ("sound", ".wav", wav)):
-        for c in CLASSES:
-            (root / sub / c).mkdir(parents=True)
-        for i in range(n_files // 2):
-            (root / sub / CLASSES[i % len(CLASSES)] / f"{i:06d}{ext}").write_bytes(data)
-    return root
-
-
 @pytest.mark.timeout(300)
 def test_data_check_on_20000_files_in_bounded_memory(tmp_path, capsys):
     """Resident memory measured (tracemalloc would slow the scan six-fold): its growth while checking the tree."""
@@ -200,7 +179,7 @@ def test_data_check_on_20000_files_in_bounded_memory(tmp_path, capsys):
     from a2i_utils.data.classes import CLASSES
     from a2i_utils.memory import peak_rss_bytes, reset_peak_rss, rss_bytes
 
-    root = many_files_tree(tmp_path / "tree", 20_000)
+    root = BENCH.write_tree(tmp_path / "tree", 20_000)
     (root / "sound" / CLASSES[3] / "000003.wav").write_bytes(b"")  # one bad recording among them
     exact = reset_peak_rss()
     before = rss_bytes() if exact else peak_rss_bytes()
