@@ -272,6 +272,24 @@ def test_huge_server_sending_wrong_bytes_is_refused_and_not_kept(tmp_path, serve
     assert sha256_file(dest) == hashlib.sha256(data).hexdigest()
 
 
+def twice_at_once(fetch) -> tuple[list, list[Exception]]:
+    """Run ``fetch`` in two threads at once (two notebooks asking for the same file); (results, errors)."""
+    results, errors = [], []
+
+    def one():
+        try:
+            results.append(fetch())
+        except Exception as err:  # noqa: BLE001  (the caller asserts there is none)
+            errors.append(err)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results, errors
+
+
 def test_two_fetches_at_once_download_and_extract_once(tmp_path, server):
     """Two callers at once (two notebooks): the second waits on the archive's lock, then finds it done."""
     data = _archive(n_files=20)
@@ -279,19 +297,7 @@ def test_two_fetches_at_once_download_and_extract_once(tmp_path, server):
     server.files["v.zip"], server.delay = data, 0.01  # ~0.3 s: the two calls overlap
     cfg = get_config("demo", {"cache_dir": tmp_path})
     archive = advance.Archive("ADVANCE_vision.zip", server.url("v.zip"), md5)
-    results, errors = [], []
-
-    def fetch():
-        try:
-            results.append(advance.ensure_advance(cfg, progress=False, archives=(archive,)))
-        except Exception as err:  # noqa: BLE001  (reported by the assert below)
-            errors.append(err)
-
-    threads = [threading.Thread(target=fetch) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    results, errors = twice_at_once(lambda: advance.ensure_advance(cfg, progress=False, archives=(archive,)))
     assert errors == [] and len(results) == 2
     assert server.starts == [0]  # one download
     assert len(list((results[0] / "vision" / "beach").iterdir())) == 20
@@ -302,17 +308,5 @@ def test_two_huge_downloads_at_once_download_once(tmp_path, server):
     data = os.urandom(40 * CHUNK)
     server.files["imagebind_huge.pth"], server.delay = data, 0.005
     dest = tmp_path / "imagebind_huge.pth"
-    errors = []
-
-    def fetch():
-        try:
-            huge.download_file(server.url("imagebind_huge.pth"), dest, progress=False)
-        except Exception as err:  # noqa: BLE001  (reported by the assert below)
-            errors.append(err)
-
-    threads = [threading.Thread(target=fetch) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
+    _, errors = twice_at_once(lambda: huge.download_file(server.url("imagebind_huge.pth"), dest, progress=False))
     assert errors == [] and server.starts == [0] and dest.read_bytes() == data
