@@ -48,6 +48,8 @@ from __future__ import annotations
 import math
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -109,18 +111,11 @@ def read_audio(path: Path, keep_s: float | None = None, out_rate: int | None = N
     """
     path = Path(path)
     _check_file(path)
-    try:
-        with sf.SoundFile(path) as f:
-            _check_header(path, f.samplerate, f.channels, out_rate)
-            n = _frames_to_read(path, f.frames, f.samplerate, f.channels, keep_s, out_rate)
-            data = f.read(n, dtype="float32", always_2d=True)  # (frames, channels), ints scaled to [-1, 1)
-            rate = f.samplerate
-    except AudioError:
-        raise
-    except sf.LibsndfileError as err:
-        raise AudioError(f"{path}: not a readable audio file or corrupt data ({err.error_string})") from err
-    except (RuntimeError, TypeError, ValueError, OverflowError, MemoryError) as err:
-        raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from err
+    with _decoding(path) as f:
+        _check_header(path, f.samplerate, f.channels, out_rate)
+        n = _frames_to_read(path, f.frames, f.samplerate, f.channels, keep_s, out_rate)
+        data = f.read(n, dtype="float32", always_2d=True)  # (frames, channels), ints scaled to [-1, 1)
+        rate = f.samplerate
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file contains no samples")
     if not np.isfinite(data).all():
@@ -129,6 +124,20 @@ def read_audio(path: Path, keep_s: float | None = None, out_rate: int | None = N
     if not np.any(data):
         warnings.warn(f"{path}: the recording is all silent (every sample is 0)", SilentAudioWarning, stacklevel=3)
     return data, int(rate)
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[sf.SoundFile]:
+    """``path`` open for decoding; every libsndfile or decoding failure inside the block becomes an AudioError."""
+    try:
+        with sf.SoundFile(path) as f:
+            yield f
+    except AudioError:
+        raise
+    except sf.LibsndfileError as err:
+        raise AudioError(f"{path}: not a readable audio file or corrupt data ({err.error_string})") from err
+    except (RuntimeError, TypeError, ValueError, OverflowError, MemoryError) as err:
+        raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from err
 
 
 def _check_file(path: Path) -> None:
@@ -238,20 +247,13 @@ def _scan_whole(path: Path) -> bool:
     """Decode all of ``path`` in blocks of ``BLOCK_FRAMES`` (bounded memory); AudioError if bad, else all-silent."""
     _check_file(path)
     total, silent, bad = 0, True, 0
-    try:
-        with sf.SoundFile(path) as f:
-            for out_rate in CHECKED_RATES:
-                _check_header(path, f.samplerate, f.channels, out_rate)
-            for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):  # (frames, channels)
-                total += block.shape[0]
-                bad += int((~np.isfinite(block)).sum())
-                silent = silent and not np.any(block)
-    except AudioError:
-        raise
-    except sf.LibsndfileError as err:
-        raise AudioError(f"{path}: not a readable audio file or corrupt data ({err.error_string})") from err
-    except (RuntimeError, TypeError, ValueError, OverflowError, MemoryError) as err:
-        raise AudioError(f"{path}: not a readable audio file ({type(err).__name__}: {err})") from err
+    with _decoding(path) as f:
+        for out_rate in CHECKED_RATES:
+            _check_header(path, f.samplerate, f.channels, out_rate)
+        for block in f.blocks(BLOCK_FRAMES, dtype="float32", always_2d=True):  # (frames, channels)
+            total += block.shape[0]
+            bad += int((~np.isfinite(block)).sum())
+            silent = silent and not np.any(block)
     if total == 0:
         raise AudioError(f"{path}: the file contains no samples")
     if bad:
