@@ -28,12 +28,7 @@ TINY = {"soundiff.image_size": 16, "soundiff.mini_vae_channels": (8, 8), "soundi
         "soundiff.mini_text_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    from a2i_utils.devices import cpu_threads
-
-    with cpu_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @functools.lru_cache(maxsize=1)

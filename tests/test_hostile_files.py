@@ -24,6 +24,7 @@ from torch import nn
 
 from a2i_utils.config import get_config
 from a2i_utils.data import advance, load_tree
+from a2i_utils.devices import cpu_threads
 from a2i_utils.imagebind import huge
 from a2i_utils.io import CheckpointError, sha256_file
 
@@ -34,10 +35,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "a2i_utils"
 def one_thread(tmp_path_factory, monkeypatch):
     """Tiny models on one thread (the cores are shared); manifests in a cache of each test's own."""
     monkeypatch.setenv("A2I_CACHE", str(tmp_path_factory.mktemp("cache")))
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with cpu_threads(1):
+        yield
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -72,11 +72,7 @@ def _digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()[:16]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread here too: the machine's 2 cores are shared."""
-    with cpu_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _cfg(cache: Path):

@@ -117,13 +117,7 @@ print("DIGEST", digest(state))
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread, as in the children: the cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def start(model: str, cache: Path, hook: str = "none", at: float = 0, marker: Path | None = None) -> subprocess.Popen:

@@ -30,13 +30,7 @@ from a2i_utils.transformer.model import (
 S, FB = 20, 12  # small audio: 20 sections of 12 bins
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, above all when the cores are shared; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def small_cfg(**kw) -> TransformerConfig:

@@ -14,14 +14,7 @@ from a2i_utils.evaluation.aic import bootstrap_ci, compare, hit_rates
 from a2i_utils.evaluation.scene_classifier import load_or_train_classifier, predict, train_classifier
 from a2i_utils.io import CheckpointError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the 2 shared cores are slower with 2 threads waiting on each other."""
-    from a2i_utils.devices import cpu_threads
-
-    with cpu_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def colour_scenes(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

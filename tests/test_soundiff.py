@@ -33,13 +33,7 @@ TINY = {"soundiff.image_size": 16, "soundiff.mini_vae_channels": (8, 8), "soundi
         "soundiff.lr_end": 1e-3, "soundiff.checkpoint_every": 2, "soundiff.cond_dropout": 0.5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the machine's 2 cores are shared, and 2 threads waiting on each other are slower."""
-    from a2i_utils.devices import cpu_threads
-
-    with cpu_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def tiny_pipe(prediction_type: str = "v_prediction", seed: int = 0):
