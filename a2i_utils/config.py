@@ -272,6 +272,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "soundiff.model": "sd21-unclip",
         "soundiff.dtype": "bfloat16",
         "soundiff.batch_size": 4,
+        # Guidance 10 extrapolates away from the unconditional branch, so the U-Net must keep seeing it: SD 2.1
+        # UnCLIP's own training config dropped the embedding with p 0.25 (FACTS §2). Ours: the paper's is 0.
+        "soundiff.cond_dropout": 0.25,
     },
 }
 # Every full-mode code path in a few minutes on a new GPU box, nothing downloaded: the full architectures and image
