@@ -74,7 +74,9 @@ from a2i_utils.soundiff.training import (
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data, miniature) or "full" (GPU, ADVANCE, SD 2.1)
 cfg = get_config(MODE)
 seed_everything(cfg.seed)
-torch.set_num_threads(cfg.soundiff.cpu_threads or torch.get_num_threads())  # 1 on the shared 2-core CPU
+DEVICE = cfg.resolved_device()
+if DEVICE == "cpu" and cfg.soundiff.cpu_threads:
+    torch.set_num_threads(cfg.soundiff.cpu_threads)  # small models on a shared CPU: 1 thread; a GPU box keeps its own
 
 # %%
 print(cfg.summary())  # the whole config: not compared, so a change elsewhere does not stale this notebook
