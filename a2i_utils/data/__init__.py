@@ -8,17 +8,27 @@
 - ``cli``: ``a2i data synth|check|fetch``.
 """
 
-from a2i_utils.data.classes import ADVANCE_COUNTS, CLASSES
-from a2i_utils.data.dataset import (
-    Dataset,
-    DatasetError,
-    Pair,
-    load_tree,
-    prepare_dataset,
-    scan_tree,
-    split_by_base_id,
-)
-from a2i_utils.data.images import ImageError, load_image, open_image
+from __future__ import annotations
 
-__all__ = ["ADVANCE_COUNTS", "CLASSES", "Dataset", "DatasetError", "ImageError", "Pair", "load_image", "load_tree",
-           "open_image", "prepare_dataset", "scan_tree", "split_by_base_id"]
+import importlib
+
+# Names of this package and the submodule each lives in: imported on first use (PEP 562), so that `a2i --help`,
+# which imports ``a2i_utils.data.cli``, does not pay for torch and torchaudio (``audio`` imports them).
+_WHERE = {"ADVANCE_COUNTS": "classes", "CLASSES": "classes", "Dataset": "dataset", "DatasetError": "dataset",
+          "Pair": "dataset", "load_tree": "dataset", "prepare_dataset": "dataset", "scan_tree": "dataset",
+          "split_by_base_id": "dataset", "ImageError": "images", "load_image": "images", "open_image": "images"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    """``from a2i_utils.data import X``: import X's submodule now."""
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -12,3 +12,7 @@
 - ``grid``: the paper's Table 1 as a figure; ``panel``: the interactive ipywidgets panel;
 - ``cli``: ``a2i generate`` and ``a2i evaluate``.
 """
+
+# The named systems and the SounDiff variant each is (None: the pretrained baseline). Here, not in ``systems``,
+# so that the CLI can list them without importing torch (``a2i --help`` stays instant).
+NAMED = {"baseline": None, "soundiff-l": "L", "soundiff-s": "S"}

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from a2i_utils.evaluation.systems import NAMED
+from a2i_utils.evaluation import NAMED
 
 SKIPPED_STATUS = 1
 

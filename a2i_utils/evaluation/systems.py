@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from a2i_utils.config import Config
+from a2i_utils.evaluation import NAMED
 
-NAMED = {"baseline": None, "soundiff-l": "L", "soundiff-s": "S"}
 LABELS = {"baseline": "baseline", "soundiff-l": "SounDiff-L", "soundiff-s": "SounDiff-S"}
 
 
