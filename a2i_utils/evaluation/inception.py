@@ -14,7 +14,8 @@ from pathlib import Path
 from torch import nn
 
 from a2i_utils.config import Config
-from a2i_utils.io import CheckpointError, sha256_file
+from a2i_utils.downloads import fetch_verified  # (the shared downloader; tests import it from here)
+from a2i_utils.io import CheckpointError
 
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
@@ -26,23 +27,6 @@ INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 def inception_path(cfg: Config) -> Path:
     """Where the Inception weights live in the cache."""
     return Path(cfg.downloads_dir) / INCEPTION_FILENAME
-
-
-def fetch_verified(url: str, dest: Path, sha256: str, progress: bool = True) -> Path:
-    """``dest`` if its SHA-256 is ``sha256``; else download ``url`` there and check it; CheckpointError if wrong.
-
-    A file already there with the wrong hash is downloaded again (once); a download with the wrong hash never
-    lands at ``dest``: it is checked before the rename, removed and reported with both hashes.
-    """
-    from a2i_utils.imagebind.huge import download_file
-
-    dest = Path(dest)
-    if dest.is_file() and sha256_file(dest) == sha256:
-        return dest
-    if dest.is_file():
-        print(f"{dest}: SHA-256 does not match the expected {sha256[:12]}...: downloading it again")
-        dest.unlink()
-    return download_file(url, dest, progress=progress, sha256=sha256)  # checked before the rename onto dest
 
 
 def load_inception(cfg: Config, progress: bool = True) -> nn.Module:

@@ -11,8 +11,9 @@ overwritten file), a different modification time at the same size means the file
 verified and hashed again. The model's identity (the embedding cache's key) comes from the current hash.
 A checkpoint refused right after its download, or whose size changed since it was verified, is deleted with
 its stamp (the next run downloads it again); one that was already there and does not fit the model is refused
-and kept. The download itself goes through ``imagebind_huge.pth.part``, resumed after an interruption, renamed
-only when complete, under a lock (two notebooks never download into the same file).
+and kept. The download itself goes through :func:`a2i_utils.downloads.download_file`: ``imagebind_huge.pth.part``,
+resumed after an interruption, renamed only when complete, under a lock (two notebooks never download into the same
+file).
 
 Loading is memory-lean (issue 12): the model is built with its parameters on the meta device (no memory, no
 random initialisation; the few small buffers stay real), the file is read memory-mapped
@@ -26,23 +27,20 @@ in float32 the parameters stay mapped from the file: replace the checkpoint by r
 
 from __future__ import annotations
 
-import http.client
 import json
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from a2i_utils.compat import import_imagebind
 from a2i_utils.config import Config
 from a2i_utils.devices import torch_dtype
+from a2i_utils.downloads import download_file  # (the shared downloader; tests import it from here)
 from a2i_utils.imagebind.embedder import Embedder
-from a2i_utils.io import CheckpointError, atomic_write_text, file_lock, sha256_file
+from a2i_utils.io import CheckpointError, atomic_write_text, sha256_file
 
 # The address imagebind.models.imagebind_model.imagebind_huge downloads from (read from the package source;
 # a test checks it is still there).
@@ -53,76 +51,6 @@ HUGE_FILENAME = "imagebind_huge.pth"
 def huge_checkpoint_path(cfg: Config) -> Path:
     """Where the official checkpoint lives in the cache."""
     return Path(cfg.downloads_dir) / HUGE_FILENAME
-
-
-def download_file(url: str, dest: Path, progress: bool = True, sha256: str | None = None) -> Path:
-    """Download ``url`` to ``dest`` through ``dest.part`` (resumed when present); ``dest`` only once complete.
-
-    Policy: an existing ``.part`` is resumed with an HTTP Range request; a server that ignores the range, answers
-    another start, or refuses it (416: the part is already as long as the file, or longer) makes it start over. The
-    part becomes ``dest`` (a rename) only when it has the size the server announced and, with ``sha256``, that
-    hash; a part of the wrong hash is deleted. A dropped connection keeps the part for the next run to resume.
-    The download holds a lock on ``dest``: a second process waits, then finds ``dest`` there and returns it (so a
-    caller that wants a file replaced deletes it first).
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    with file_lock(dest):
-        if dest.is_file():  # another process finished it while this one waited
-            return dest
-        try:
-            total = _fetch_into(url, part, dest, progress)
-        except _RangeRefused:
-            part.unlink(missing_ok=True)
-            total = _fetch_into(url, part, dest, progress)
-        got = part.stat().st_size
-        if total is not None and got != total:
-            raise CheckpointError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
-        if sha256 is not None and (digest := sha256_file(part)) != sha256:
-            part.unlink()
-            raise CheckpointError(f"{dest}: downloaded from {url} but its SHA-256 is {digest}, expected {sha256}; "
-                                  "the download was deleted")
-        part.replace(dest)
-    return dest
-
-
-class _RangeRefused(Exception):
-    """The server refused a resume (416) or answered another range: start the download over."""
-
-
-def _fetch_into(url: str, part: Path, dest: Path, progress: bool) -> int | None:
-    """Append the rest of ``url`` to ``part`` (all of it when the server does not resume); the announced total."""
-    done = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
-    try:
-        resp = urllib.request.urlopen(request, timeout=60)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and done:
-            raise _RangeRefused from err
-        raise CheckpointError(f"could not download {url} to {dest}: {err}") from err
-    except (urllib.error.URLError, OSError) as err:
-        raise CheckpointError(f"could not download {url} to {dest}: {err}") from err
-    with resp:
-        content_range = resp.headers.get("Content-Range")
-        if done and getattr(resp, "status", None) != 206:
-            done = 0  # the server ignored the range and sends the whole file: start over
-        elif done and content_range is not None and not content_range.startswith(f"bytes {done}-"):
-            raise _RangeRefused  # another range than asked for: start over
-        length = resp.headers.get("Content-Length")
-        total = done + int(length) if length is not None else None
-        try:
-            with open(part, "ab" if done else "wb") as f, tqdm(
-                total=total, initial=done, unit="B", unit_scale=True, desc=f"download {dest.name}",
-                disable=not progress,
-            ) as bar:
-                while chunk := resp.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as err:  # a dropped connection: IncompleteRead, reset...
-            raise CheckpointError(f"{part}: download from {url} interrupted ({type(err).__name__}); "
-                                  "run again to resume") from err
-    return total
 
 
 class ChangedCheckpointError(CheckpointError):
