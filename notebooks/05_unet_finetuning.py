@@ -71,8 +71,19 @@ from a2i_utils.soundiff.training import (
     variant_of,
 )
 
+# %% tags=["parameters"]
+# The one cell to edit. Every later cell reads these names and none rebinds them: after a change, run this cell
+# and all cells below it (Run > Run All Below). Models and embeddings for a config seen before load from the cache.
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data, miniature) or "full" (GPU, ADVANCE, SD 2.1)
-cfg = get_config(MODE)
+GUIDANCE = None  # classifier-free guidance scale of every sample drawn here (None: the preset's)
+STEPS = None  # DDIM sampling steps (None: the preset's)
+SEEDS = None  # images per held-out recording when measuring scene accuracy (None: the preset's eval_seeds)
+OVERRIDES = {}  # any other dotted config overrides, e.g. {"imagebind.audio_scale": "unit"} (exercise 1)
+LISTEN = 0  # which recording of section 7's grid to play (0 = its first column)
+
+# %%
+chosen = {"soundiff.guidance_scale": GUIDANCE, "soundiff.sample_steps": STEPS, "soundiff.eval_seeds": SEEDS}
+cfg = get_config(MODE, OVERRIDES | {k: v for k, v in chosen.items() if v is not None})
 seed_everything(cfg.seed)
 DEVICE = cfg.resolved_device()
 if DEVICE == "cpu" and cfg.soundiff.cpu_threads:
@@ -97,6 +108,58 @@ print(cfg.soundiff)
 # | U-Net | Stability AI's, on OpenCLIP image embeddings | trained here on the miniature's **vision** embeddings |
 # | fine-tuned here | the U-Net, on ImageBind **audio** embeddings | the same |
 #
+# How the pieces connect (the paper's Figure 2, drawn with the names this notebook uses): the sound reaches the
+# U-Net only through `class_labels` (section 3); the prompt through cross-attention; the U-Net predicts $v$ from a
+# noisy latent (section 4-5), and sampling repeats a DDIM step with guidance (end of section 3).
+
+# %%
+def box(ax, x, y, text, color):
+    """A labelled box centred at (x, y)."""
+    ax.text(x, y, text, ha="center", va="center", fontsize=7.5, wrap=True,
+            bbox=dict(boxstyle="round,pad=0.4", fc=color, ec="0.3", lw=0.8))
+
+
+def arrow(ax, a, b, style="-", text=""):
+    """An arrow from point a to point b, with an optional label at its middle."""
+    ax.annotate("", xy=b, xytext=a, arrowprops=dict(arrowstyle="->", lw=1, ls=style, color="0.25"))
+    if text:
+        ax.text((a[0] + b[0]) / 2, (a[1] + b[1]) / 2 + 0.12, text, ha="center", fontsize=6.5, color="0.25")
+
+
+FROZEN, TRAINED, DATA = "#dce9f7", "#f9d6c9", "#eeeeee"
+fig, ax = plt.subplots(figsize=(12, 4.2), layout="constrained")
+ax.set(xlim=(0, 12), ylim=(0, 4.2))
+ax.axis("off")
+box(ax, 0.8, 3.4, "recording\n(wav)", DATA)
+box(ax, 2.6, 3.4, "ImageBind\naudio encoder\n(frozen)", FROZEN)
+box(ax, 4.6, 3.4, "audio embedding\n1024-d", DATA)
+box(ax, 6.9, 3.4, "noise_image_embeddings:\nnormalise, noise at level s,\nunnormalise, + embedding of s", FROZEN)
+box(ax, 9.3, 3.4, "class_labels\n2048-d", DATA)
+box(ax, 0.8, 2.1, "prompt\n('' or 'satellite image')", DATA)
+box(ax, 2.6, 2.1, "CLIP text encoder\n(frozen)", FROZEN)
+box(ax, 9.3, 2.1, "U-Net\n(fine-tuned)", TRAINED)
+box(ax, 11.2, 2.1, "predicted v", DATA)
+box(ax, 6.9, 1.6, "noisy latent x_t\n4 x h x w", DATA)
+box(ax, 0.8, 0.6, "image\n(training only)", DATA)
+box(ax, 2.6, 0.6, "VAE encoder\n(frozen)", FROZEN)
+box(ax, 4.6, 0.6, "latent x_0", DATA)
+box(ax, 9.3, 0.6, "DDIM step with guidance\n(sampling, x steps)", FROZEN)
+box(ax, 11.2, 0.6, "VAE decoder\n(frozen) -> image", FROZEN)
+for a, b in [((1.35, 3.4), (1.85, 3.4)), ((3.35, 3.4), (3.85, 3.4)), ((5.35, 3.4), (5.55, 3.4)),
+             ((8.25, 3.4), (8.75, 3.4)), ((9.3, 3.1), (9.3, 2.45)), ((1.65, 2.1), (1.85, 2.1)),
+             ((7.75, 1.65), (8.75, 1.95)), ((9.85, 2.1), (10.55, 2.1)), ((1.55, 0.6), (1.95, 0.6)),
+             ((3.25, 0.6), (4.05, 0.6))]:
+    arrow(ax, a, b)
+arrow(ax, (3.35, 2.2), (8.75, 2.2), text="encoder_hidden_states")
+arrow(ax, (5.15, 0.75), (6.3, 1.3), "--", "training: add noise at t")
+arrow(ax, (11.2, 1.8), (10.4, 0.9), text="sampling")
+arrow(ax, (8.3, 0.75), (7.4, 1.3), text="x_{t-1}")
+arrow(ax, (10.2, 0.45), (10.45, 0.45))
+ax.text(11.2, 2.55, "training: MSE to the v target", ha="center", fontsize=6.5, color="0.25")
+ax.set_title("SounDiff (the paper's Figure 2, with the pieces of this notebook): blue frozen, orange fine-tuned")
+plt.show()
+
+# %% [markdown]
 # The miniature stands in for Stability's model: same diffusers classes, same conditioning, same v-prediction
 # scheduler, at 32 px instead of 768. Its U-Net never sees a sound while pretraining, so fed audio embeddings it is
 # what the paper's zero-shot baseline is: a decoder of *image* embeddings, handed embeddings of another modality.
@@ -181,31 +244,61 @@ print(f"scene accuracy of these samples: {hits_vision.mean():.3f}")
 e = audio[:1]  # (1, 1024): one recording's embedding, at the audio scale the U-Net is given
 level = 200
 norm = pipe.image_normalizer
-eps = torch.randn(e.shape, generator=torch.Generator().manual_seed(0))
+noise_e = torch.randn(e.shape, generator=torch.Generator().manual_seed(0))
 z = (e - norm.mean) / norm.std  # 1. (1, 1024)
-a_bar = pipe.image_noising_scheduler.alphas_cumprod[level]
-z_s = a_bar.sqrt() * z + (1 - a_bar).sqrt() * eps  # 2.
+a_bar_s = pipe.image_noising_scheduler.alphas_cumprod[level]
+z_s = a_bar_s.sqrt() * z + (1 - a_bar_s).sqrt() * noise_e  # 2.
 e_s = z_s * norm.std + norm.mean  # 3.
 level_emb = get_timestep_embedding(torch.tensor([level]), e.shape[1], flip_sin_to_cos=True, downscale_freq_shift=0)
 by_hand = torch.cat([e_s, level_emb], dim=1)  # 4. (1, 2048)
 fig = figures.class_labels_figure(
-    {"audio embedding e": e[0].detach(), "normalised z": z[0].detach(), f"noised z_s (level {level})": z_s[0].detach(),
+    {"audio embedding e": e[0].detach(), "normalised z": z[0].detach(),
+     f"what the noise changed: z_s - z (level {level})": (z_s - z)[0].detach(),
      "unnormalised e_s": e_s[0].detach(), f"sinusoidal embedding of level {level}": level_emb[0],
      "class_labels = [e_s, embedding of s] (2048-d)": by_hand[0].detach()},
     f"From one recording's embedding to the U-Net's class_labels ({val[0].label})")
 plt.show()
 
 # %% [markdown]
-# Look at the second panel: normalised with statistics of *image* embeddings (unit norm), an *audio* embedding at
-# ImageBind's norm 20 lands far outside the range the U-Net was trained on, most of all in the dimensions where
-# image embeddings hardly vary. That is the modality gap, seen from the U-Net's side; fine-tuning must absorb it
-# (exercise 1 tries the unit scale instead).
+# The third panel is the noise augmentation alone ($z_s - z$): at level $s$ it shrinks $z$ by $\sqrt{\bar\alpha_s}$ and
+# adds noise of standard deviation $\sqrt{1 - \bar\alpha_s}$, small next to the second panel's values.
+#
+# Those values are large for a reason that is **not** the modality gap. ImageBind returns audio embeddings at norm 20
+# (`LearnableLogitScaling(20)`, FACTS §2; `imagebind.audio_scale` picks it), image embeddings at norm 1, and the
+# normaliser's statistics come from image embeddings: a vector 20 times too long lands 20 times too far out. That is
+# a **scale** mismatch, one number that `imagebind.audio_scale="unit"` removes. The modality gap proper is a
+# difference in **direction**: at equal norm, how far the sound's embedding points from its own image's (notebook 04
+# measured it). The next figure separates the two for the same recording.
+
+# %%
+audio_unit = scale_audio(audio_raw[:1], "unit")  # (1, 1024) the same recording's embedding at norm 1
+z_of = {"audio, as configured": e, "audio, unit scale": audio_unit, "vision embedding of its image": vision[:1]}
+z_of = {name: ((x - norm.mean) / norm.std)[0].detach() for name, x in z_of.items()}  # each (1024,)
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), layout="constrained")
+for ax, names, title in [(axes[0], list(z_of), "all three: scale"),
+                         (axes[1], list(z_of)[1:], "at equal norm: direction")]:
+    for name in names:
+        ax.plot(z_of[name].numpy(), lw=0.6, alpha=0.8, label=name)
+    ax.set(title=f"normalised z, {title}", xlabel="dimension", ylabel="z (image-embedding std units)")
+    ax.legend(fontsize=7)
+fig.suptitle(f"Scale against direction, one held-out recording ({val[0].label})")
+plt.show()
+cos = torch.nn.functional.cosine_similarity(audio_raw, vision)  # (N,) each recording against its own image
+for name, x in [("audio, as configured", e), ("audio, unit scale", audio_unit), ("vision", vision[:1])]:
+    print(f"{name:<22} norm {float(x.norm()):6.2f}")
+print("largest |z|: " + ", ".join(f"{name} {float(vec.abs().max()):.1f}" for name, vec in z_of.items()))
+print(f"direction: cosine(audio, its own image's vision embedding) over {len(val)} held-out recordings: "
+      f"mean {float(cos.mean()):.3f} (1 would mean no gap)")
+
+# %% [markdown]
+# Fine-tuning must absorb both: the scale (exercise 1 removes it at the source) and the direction, which no
+# single number fixes.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 with torch.no_grad():
-    theirs = pipe.noise_image_embeddings(e, level, noise=eps)
-    ours = class_labels(pipe, e, level, noise=eps)
+    theirs = pipe.noise_image_embeddings(e, level, noise=noise_e)
+    ours = class_labels(pipe, e, level, noise=noise_e)
 assert torch.allclose(by_hand, theirs, atol=1e-5) and torch.allclose(ours, theirs, atol=1e-5)
 print("by hand == pipe.noise_image_embeddings == a2i class_labels:", tuple(theirs.shape))
 
@@ -221,6 +314,69 @@ empty = encode_prompt(pipe, "")  # (1, L, C)
 dropped, prompt_d = drop_condition(theirs, empty, empty, torch.tensor([True]))
 assert not dropped.any() and dropped.shape == theirs.shape and torch.equal(prompt_d, empty)
 print("dropped condition: zeros", tuple(dropped.shape), "+ empty prompt", tuple(prompt_d.shape))
+
+# %% [markdown]
+# ### Classifier-free guidance, in the v-space this model predicts
+# At each sampling step the U-Net runs twice on the same noisy latent $x_t$: with the condition $c$ (the
+# `class_labels` above and the prompt) and without it ($\varnothing$: zeros and the empty prompt). Guidance at scale
+# $w$ (`guidance_scale`) combines the two predictions:
+# $$\hat v = v_\varnothing + w\,(v_c - v_\varnothing).$$
+# $w = 1$ is the conditional model alone; $w > 1$ goes past it, away from the unconditional prediction, which
+# sharpens what the condition asks for at the cost of variety. This is why the unconditional branch must be trained
+# (condition dropout): at $w = 5$ or $10$ the step leans as hard on $v_\varnothing$ as on $v_c$.
+#
+# A DDIM step (deterministic, $\eta = 0$) then turns $\hat v$ into the two things it needs. With
+# $\bar\alpha_t$ from the scheduler, $v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1-\bar\alpha_t}\,x_0$ and
+# $x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ give
+# $$\hat x_0 = \sqrt{\bar\alpha_t}\,x_t - \sqrt{1-\bar\alpha_t}\,\hat v, \qquad
+#   \hat\epsilon = \sqrt{1-\bar\alpha_t}\,x_t + \sqrt{\bar\alpha_t}\,\hat v, \qquad
+#   x_{t'} = \sqrt{\bar\alpha_{t'}}\,\hat x_0 + \sqrt{1-\bar\alpha_{t'}}\,\hat\epsilon,$$
+# where $t' = t - 1000 / \text{steps}$ is the next timestep. (These maps are linear in $\hat v$, so guiding $v$,
+# $\epsilon$ or $x_0$ is the same thing.) We run the pipeline for one recording, record what it hands its U-Net,
+# and redo its first step by hand.
+
+# %%
+w, n_steps = cfg.soundiff.guidance_scale, cfg.soundiff.sample_steps
+dev, dt = pipe.unet.device, pipe.unet.dtype
+side = pipe.unet.config.sample_size
+x_T = torch.randn((1, pipe.unet.config.in_channels, side, side), generator=torch.Generator().manual_seed(cfg.seed))
+x_T = x_T.to(dev, dt)  # (1, 4, h, w): the starting noise (DDIM's init_noise_sigma is 1)
+unet_calls = []  # (input latents, timestep, kwargs) of every U-Net call the pipeline makes
+hook = pipe.unet.register_forward_pre_hook(lambda m, args, kw: unet_calls.append((*args[:2], kw)), with_kwargs=True)
+try:
+    with torch.no_grad():
+        pipe(image_embeds=e.to(dev, dt), prompt="", num_inference_steps=n_steps, guidance_scale=w,
+             noise_level=cfg.soundiff.noise_level, latents=x_T, generator=torch.Generator(dev).manual_seed(cfg.seed),
+             output_type="latent")
+finally:
+    hook.remove()
+x_in, t_first, kw = unet_calls[0]  # (2, 4, h, w): [unconditional, conditional] in one batch
+labels_u, labels_c = kw["class_labels"].chunk(2)  # (1, 2048) each
+prompt_u, prompt_c = kw["encoder_hidden_states"].chunk(2)  # (1, L, C) each
+assert not labels_u.any() and torch.equal(x_in[0], x_in[1])
+with torch.no_grad():
+    v_u = pipe.unet(x_T, t_first, encoder_hidden_states=prompt_u, class_labels=labels_u).sample  # (1, 4, h, w)
+    v_c = pipe.unet(x_T, t_first, encoder_hidden_states=prompt_c, class_labels=labels_c).sample
+v_hat = v_u + w * (v_c - v_u)  # guidance, in v-space
+ddim = pipe.scheduler
+assert ddim.config.prediction_type == "v_prediction" and not ddim.config.clip_sample
+t_next = int(t_first) - ddim.config.num_train_timesteps // n_steps
+a_t = ddim.alphas_cumprod[int(t_first)]
+a_next = ddim.alphas_cumprod[t_next] if t_next >= 0 else ddim.final_alpha_cumprod
+x0_hat = a_t.sqrt() * x_T - (1 - a_t).sqrt() * v_hat  # (1, 4, h, w)
+eps_hat = (1 - a_t).sqrt() * x_T + a_t.sqrt() * v_hat
+x_next = a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps_hat
+x_next_pipe = unet_calls[1][0][:1]  # what the pipeline fed its U-Net at the second step
+print(f"first step: t = {int(t_first)} -> {t_next}, guidance {w}, {len(unet_calls)} U-Net calls "
+      f"({n_steps} steps, each on [unconditional, conditional])")
+print(f"max |by hand - pipeline| after one step: {float((x_next - x_next_pipe).abs().max()):.2e}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+tol = 1e-4 if dt == torch.float32 else 5e-2  # batch of 2 against 2 batches of 1: float round-off only
+assert torch.allclose(x_next, x_next_pipe, atol=tol)
+assert torch.allclose(x_next, ddim.step(v_hat, t_first, x_T).prev_sample, atol=1e-5)
+print("one DDIM step with guidance, by hand == the pipeline's == DDIMScheduler.step:", True)
 
 # %% [markdown]
 # ## 4. One training step, dissected
@@ -261,11 +417,12 @@ for name, x in [("x0 (latent)", x0), ("t", t), ("x_t", x_t), ("prompt", prompt),
 with torch.no_grad():
     pkg = diffusion_loss(pipe, pipe.unet, sched, x0, audio[:B], prompt, empty, cfg.soundiff.noise_level,
                          torch.zeros(B, dtype=torch.bool), torch.Generator().manual_seed(1))
-    g = torch.Generator().manual_seed(1)
-    eps, t = torch.randn(x0.shape, generator=g), torch.randint(0, 1000, (B,), generator=g)
-    cond = class_labels(pipe, audio[:B], cfg.soundiff.noise_level, noise=torch.randn(audio[:B].shape, generator=g))
-    pred = pipe.unet(sched.add_noise(x0, eps, t), t, encoder_hidden_states=prompt, class_labels=cond).sample
-    mine = torch.nn.functional.mse_loss(pred, sched.get_velocity(x0, eps, t))
+    g_loss = torch.Generator().manual_seed(1)  # the same draws, in the same order, as diffusion_loss
+    eps_l, t_l = torch.randn(x0.shape, generator=g_loss), torch.randint(0, 1000, (B,), generator=g_loss)
+    cond_l = class_labels(pipe, audio[:B], cfg.soundiff.noise_level,
+                          noise=torch.randn(audio[:B].shape, generator=g_loss))  # (B, 2048)
+    pred_l = pipe.unet(sched.add_noise(x0, eps_l, t_l), t_l, encoder_hidden_states=prompt, class_labels=cond_l).sample
+    mine = torch.nn.functional.mse_loss(pred_l, sched.get_velocity(x0, eps_l, t_l))
 assert torch.allclose(pkg, mine, atol=1e-5)
 print("loss by hand == a2i diffusion_loss:", True)
 
@@ -279,26 +436,27 @@ print("loss by hand == a2i diffusion_loss:", True)
 
 # %%
 with torch.no_grad():
-    x0 = pipe.vae.encode(image_tensor([p.image_path for p in val], size)).latent_dist.mean
-    x0 = x0 * pipe.vae.config.scaling_factor  # (N, 4, h, w)
-    g = torch.Generator().manual_seed(0)
-    prompt = encode_prompt(pipe, "").expand(len(val), -1, -1)
-    cond = class_labels(pipe, vision, 0, noise=torch.zeros_like(vision))  # the condition it was pretrained on
+    x0_val = pipe.vae.encode(image_tensor([p.image_path for p in val], size)).latent_dist.mean
+    x0_val = x0_val * pipe.vae.config.scaling_factor  # (N, 4, h, w)
+    g_val = torch.Generator().manual_seed(0)
+    prompt_val = encode_prompt(pipe, "").expand(len(val), -1, -1)  # (N, L, C)
+    cond_val = class_labels(pipe, vision, 0, noise=torch.zeros_like(vision))  # the condition it was pretrained on
     rows = []
     for step in (50, 250, 500, 750, 950):
-        t = torch.full((len(val),), step)
-        eps = torch.randn(x0.shape, generator=g)
-        out = pipe.unet(sched.add_noise(x0, eps, t), t, encoder_hidden_states=prompt, class_labels=cond).sample
-        v = sched.get_velocity(x0, eps, t)
-        rows.append((step, float(((out - v) ** 2).mean()), float(((out - eps) ** 2).mean()),
-                     float(((v - eps) ** 2).mean())))
+        t_val = torch.full((len(val),), step)
+        eps_val = torch.randn(x0_val.shape, generator=g_val)
+        out = pipe.unet(sched.add_noise(x0_val, eps_val, t_val), t_val, encoder_hidden_states=prompt_val,
+                        class_labels=cond_val).sample
+        v_val = sched.get_velocity(x0_val, eps_val, t_val)
+        rows.append((step, float(((out - v_val) ** 2).mean()), float(((out - eps_val) ** 2).mean()),
+                     float(((v_val - eps_val) ** 2).mean())))
 print(f"{'t':>4} {'MSE to v':>9} {'MSE to eps':>11} {'|v - eps|^2':>12}")
 for step, mv, me, d in rows:
     print(f"{step:>4} {mv:>9.3f} {me:>11.3f} {d:>12.3f}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-assert all(mv < me for _, mv, me, _ in rows[1:])  # the model predicts v; v and eps part as t shrinks
+assert all(mv < me for _, mv, me, _ in rows[1:])  # the model predicts v; v and eps part as t grows
 print("the pretrained U-Net is closer to v than to eps at every t >= 250:", True)
 
 # %% [markdown]
@@ -354,7 +512,7 @@ save_figure(fig, cfg.figures_dir / "05_before_after.png")
 plt.show()
 
 # %%
-first = val[show[0]]
+first = val[show[LISTEN]]
 print(f"{first.label} / {first.id}")
 display(Audio(load_audio(first.audio_path, 16_000), rate=16_000))
 
