@@ -104,8 +104,8 @@ else:
     st.train_step = lambda *a: counted(lambda: step(*a), a[-1])
     st.prepare_training_data = lambda *a, **k: tiny_data()  # the cached latents and embeddings, as returned
     if hook == "write":
-        name, atomic_dir = f"checkpoint-{int(at)}", mini.atomic_dir
-        mini.atomic_dir = lambda p, w: atomic_dir(
+        name, atomic_dir = f"checkpoint-{int(at)}", st.atomic_dir
+        st.atomic_dir = lambda p, w: atomic_dir(
             p, (lambda t: cut_short(w, t, "trainable.safetensors")) if p.name == name else w)
     cfg = get_config("demo", TINY | {"cache_dir": Path(cache)})
     pairs = SimpleNamespace(train=[SimpleNamespace(id=f"{i:05d}", label="x") for i in range(6)])

@@ -25,10 +25,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +37,8 @@ from tqdm.auto import tqdm
 from a2i_utils.checkpoints import StageCheckpoint, remove_stage_checkpoint
 from a2i_utils.config import Config, SounDiffConfig
 from a2i_utils.devices import cpu_threads
-from a2i_utils.io import atomic_write_text, cache_key, sha256_file, waiting_lock
+from a2i_utils.io import atomic_dir, atomic_write_text, cache_key, sha256_file, waiting_lock
+from a2i_utils.soundiff.latents import dihedral_views, encode_latent_dist, image_tensor
 
 MODEL_VERSION = 1
 NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
@@ -131,31 +130,6 @@ def build_unet(sc: SounDiffConfig, embed_dim: int, latent_size: int):
 # ----------------------------------------------------------------------------------------------------------
 # Images and latents
 # ----------------------------------------------------------------------------------------------------------
-def image_tensor(paths, size: int) -> torch.Tensor:
-    """Images as float (N, 3, size, size) in [-1, 1], as the VAE takes them."""
-    from a2i_utils.data import load_image
-
-    arr = np.stack([load_image(p, size) for p in paths])  # (N, H, W, 3) uint8
-    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (N, 3, H, W)
-
-
-def dihedral_views(x: torch.Tensor) -> torch.Tensor:
-    """The 8 flips/quarter turns of each image (N, C, H, W) -> (8, N, C, H, W): an aerial scene has no up."""
-    views = [torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4)]
-    return torch.stack(views)  # (8, N, C, H, W)
-
-
-@torch.no_grad()
-def encode_latent_dist(vae, images: torch.Tensor, batch: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    """The VAE posterior of each image: mean and std (N, 4, h, w), unscaled; a latent is mean + std * eps."""
-    means, stds = [], []
-    for i in range(0, len(images), batch):
-        dist = vae.encode(images[i : i + batch].to(vae.device, vae.dtype)).latent_dist
-        means.append(dist.mean.float().cpu())
-        stds.append(dist.std.float().cpu())
-    return torch.cat(means), torch.cat(stds)
-
-
 def train_vae(vae, images: torch.Tensor, sc: SounDiffConfig, seed: int, progress: bool = True,
               checkpoint: Path | None = None) -> list[float]:
     """Reconstruction (MSE) + a small KL term, AdamW with cosine decay, random flips and quarter turns.
@@ -275,22 +249,6 @@ def mini_unclip_key(cfg: Config, pairs, imagebind_identity: str) -> str:
 def mini_dir(cfg: Config, key: str) -> Path:
     """``checkpoints/soundiff_mini/<key>``."""
     return Path(cfg.checkpoints_dir) / "soundiff_mini" / key
-
-
-def atomic_dir(path: Path, write: Callable[[Path], object]) -> Path:
-    """Fill a temporary folder with ``write(tmp)``, then rename it onto ``path`` (replacing an old one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
 
 
 def save_components(pipe, folder: Path, info: dict) -> None:

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from a2i_utils.config import Config
-from a2i_utils.io import CheckpointError, atomic_write_text, cache_key, waiting_lock
+from a2i_utils.io import CheckpointError, atomic_dir, atomic_write_text, cache_key, waiting_lock
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
 
 RUN_VERSION = 1
@@ -132,7 +132,7 @@ class TrainingData:
 def prepare_training_data(cfg: Config, pipe, pairs, embedder, progress: bool = True) -> TrainingData:
     """Embed the recordings (cached per file), scale them, and encode the images' latent posteriors once."""
     from a2i_utils.imagebind.cache import embed_files, scale_audio
-    from a2i_utils.soundiff.mini import dihedral_views, encode_latent_dist, image_tensor
+    from a2i_utils.soundiff.latents import dihedral_views, encode_latent_dist, image_tensor
 
     if not pairs:
         raise ValueError("no training pairs for this variant (check soundiff.subset_s / --subset)")
@@ -229,8 +229,6 @@ def save_checkpoint(folder: Path, step: int, unet, opt, sched, history: dict) ->
     """``checkpoint-<step>/``: trainable weights (safetensors), optimiser state, schedule, history; atomic."""
     from safetensors.torch import save_file
 
-    from a2i_utils.soundiff.mini import atomic_dir
-
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         save_file(trainable_state(unet), str(tmp / "trainable.safetensors"))
@@ -288,8 +286,6 @@ def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
 
 def save_final(folder: Path, unet, lora: bool) -> Path:
     """The fine-tuned U-Net (``unet/``, save_pretrained, safetensors) or its LoRA (``lora/``), atomically."""
-    from a2i_utils.soundiff.mini import atomic_dir
-
     if lora:
         from diffusers import StableUnCLIPImg2ImgPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
