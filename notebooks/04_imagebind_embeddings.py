@@ -84,8 +84,15 @@ from a2i_utils.imagebind.retrieval import (
 )
 from a2i_utils.plotting import loss_curve, save_figure
 
+# %% tags=["parameters"]
+# The one cell to edit. Every later cell reads these names and none rebinds them: after a change, run this cell
+# and all cells below it (Run > Run All Below). A miniature trained for a config seen before loads from the cache.
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data, miniature) or "full" (GPU, ADVANCE, huge)
-cfg = get_config(MODE)
+OVERRIDES = {}  # dotted config overrides, e.g. {"imagebind.mini_audio_epochs": 10} (exercise 1)
+N_BOOT = 2000  # bootstrap resamples for the intervals of sections 6 and 7
+
+# %%
+cfg = get_config(MODE, OVERRIDES)
 seed_everything(cfg.seed)
 
 # %%
@@ -403,10 +410,32 @@ print(f"  R@1      = {within['R@1']:.3f}   (chance {within['chance_R@1']:.3f})")
 print(f"  pairwise = {within['pairwise']:.3f}   (chance {within['chance_pairwise']:.3f})")
 
 # %% [markdown]
-# The printed numbers say how much of the place, beyond its scene, the miniature hears. In demo mode this
-# margin over chance is small: the miniature's audio tower learns the scene first, and a few dozen held-out
-# recordings measure a small effect only roughly. It is the part of the bridge that a generator could use
-# to draw *this* place rather than a typical one of its scene.
+# Is the pairwise score above its chance of 0.5 by more than the noise of a few dozen recordings? Each query
+# contributes its own wins out of its own comparisons; resampling **recordings** (queries) with replacement and
+# recomputing the pooled score gives a 95% percentile interval. (Queries of one scene share their images, so this
+# interval is, if anything, a little too narrow.)
+
+# %%
+q_wins, q_comp = [], []  # per query: wins (ties count half) and comparisons against the other images of its scene
+for i in range(len(rec)):
+    others = sim[i, (labels_val == labels_val[i]) & (torch.arange(len(rec)) != i)]  # (n_scene - 1,)
+    if len(others):
+        q_wins.append(float((others < sim[i, i]).sum()) + 0.5 * float((others == sim[i, i]).sum()))
+        q_comp.append(len(others))
+q_wins, q_comp = np.array(q_wins), np.array(q_comp)
+assert abs(q_wins.sum() / q_comp.sum() - within["pairwise"]) < 1e-9  # the package's pooled score
+rng_boot = np.random.default_rng(cfg.seed)
+idx_boot = rng_boot.integers(0, len(q_wins), (N_BOOT, len(q_wins)))  # (N_BOOT, queries)
+boot_pw = q_wins[idx_boot].sum(axis=1) / q_comp[idx_boot].sum(axis=1)
+pw_lo, pw_hi = np.percentile(boot_pw, [2.5, 97.5])
+heard = "above chance: the miniature hears some of the place beyond its scene" if pw_lo > 0.5 else (
+    "not distinguishable from chance at this sample size")
+print(f"pairwise {within['pairwise']:.3f}, 95% bootstrap interval [{pw_lo:.3f}, {pw_hi:.3f}] over "
+      f"{len(q_wins)} recordings -> {heard}")
+
+# %% [markdown]
+# Within-scene retrieval is the part of the bridge that a generator could use to draw *this* place rather than a
+# typical one of its scene; the line above says whether this run measures any of it.
 
 # %% [markdown]
 # ## 7. Which scene is this? Classification from audio alone
@@ -431,6 +460,31 @@ print(f"held-out scene accuracy from audio alone, {len(rec)} recordings (chance 
 print(f"  via class means  {acc_means:.3f}  (95% Wilson interval {acc_lo:.2f}-{acc_hi:.2f})")
 print(f"  via text prompts {acc_text:.3f}")
 
+# %% [markdown]
+# The **Wilson interval** is the range of true accuracies $p$ under which the observed count of correct recordings
+# would not be surprising at the 5% level (it inverts the binomial test):
+# $\big(\hat p + \tfrac{z^2}{2n} \pm z\sqrt{\hat p(1-\hat p)/n + z^2/4n^2}\big) / (1 + z^2/n)$ with $z = 1.96$.
+# Unlike $\hat p \pm 1.96\,\mathrm{SE}$ it stays inside $[0, 1]$ and keeps close to 95% coverage for a few dozen
+# recordings and accuracies near 0 or 1.
+#
+# Comparing two classifiers on the **same** recordings calls for a paired interval: resample recordings, and take
+# the difference of the two accuracies on each resample. Recordings that are hard for both cancel out, so the
+# paired interval is narrower than what two separate intervals suggest. And each interval is a 95% one: a notebook
+# that draws many verdicts (06 draws one per system and metric) will call some difference "real" by luck alone.
+
+# %%
+right_t = (pred_text == labels_val).numpy().astype(float)  # (R,) 1 where the text prompts were right
+right_m = (pred_means == labels_val).numpy().astype(float)  # (R,) class means
+idx_acc = np.random.default_rng(cfg.seed).integers(0, len(right_t), (N_BOOT, len(right_t)))
+diff_boot = right_m[idx_acc].mean(axis=1) - right_t[idx_acc].mean(axis=1)  # paired: same resampled recordings
+d_lo, d_hi = np.percentile(diff_boot, [2.5, 97.5])
+unpaired = np.sqrt(right_m.var() / len(right_m) + right_t.var() / len(right_t)) * 1.96  # as if independent
+print(f"class means - text prompts = {right_m.mean() - right_t.mean():+.3f}; paired 95% interval "
+      f"[{d_lo:+.3f}, {d_hi:+.3f}] (half-width {(d_hi - d_lo) / 2:.3f}; treated as independent: {unpaired:.3f})")
+n_verdicts = 5 * 3  # notebook 06: five columns against the baseline, three metrics each
+print(f"{n_verdicts} verdicts at 95% with no true difference: P(at least one false 'better') = "
+      f"{1 - 0.95**n_verdicts:.0%}; a Bonferroni correction would test each at {1 - 0.05 / n_verdicts:.2%}")
+
 # %%
 # NBVAL_CHECK_OUTPUT
 assert acc_lo > 1 / len(CLASSES) and acc_text > 1 / len(CLASSES)
@@ -441,7 +495,8 @@ print("scene accuracy above chance, both ways (class means: even the interval's 
 # (notebook 01) recordings share sources across related scenes, so the expected confusions are among scenes
 # that share sources: the water scenes (beach, harbour, lake, bridge), the engine scenes (airport, harbour,
 # train station, farmland's tractor), the birds-and-wind scenes (forest, orchard, grassland, sparse shrub
-# land), the traffic scenes (residential, bridge). Noise-dominated, quiet and mixed recordings can land
+# land), the traffic scenes (residential, bridge); most pairs of scenes share some source, so the tally below the
+# matrix prints that base rate next to the count. Noise-dominated, quiet and mixed recordings can land
 # anywhere; broadband ones tend to land on a scene whose signature is itself broadband noise (the crowd of
 # sports land, surf, wind). The tally below the matrix counts which kind each error is.
 
@@ -488,6 +543,11 @@ if meta:
     hard_held_out = sum(meta[p.id]["kind"] != "clean" for p in rec)
     print(f"\n{len(wrong)} of {len(rec)} misplaced: {related} between scenes that share a source; {hard} hard "
           f"recordings (noisy, quiet or mixed; {hard_held_out} of the {len(rec)} held-out recordings are hard)")
+    # Base rate: most scene pairs share a source, so "related" errors are expected even from random mistakes.
+    pairs_share = np.mean([share_a_source(a, b) for a in CLASSES for b in CLASSES if a != b])
+    expected = sum(np.mean([share_a_source(rec[i].label, c) for c in CLASSES if c != rec[i].label]) for i in wrong)
+    print(f"base rate: {pairs_share:.0%} of ordered scene pairs share a source; a wrong scene drawn at random for each "
+          f"of these {len(wrong)} errors would give {expected:.1f} related ones (observed {related})")
 
 # %% [markdown]
 # ## 8. Examining the data: pairs that do not sound like they look
@@ -588,18 +648,21 @@ print("second pass: everything from the cache, identical embeddings:", True)
 # - ImageBind's frozen image encoder is OpenCLIP ViT-H, the encoder Stable UnCLIP was conditioned on; its
 #   audio encoder is bound to that space by InfoNCE. The demo miniature, trained the same way on the CPU,
 #   places held-out recordings in their scene well above chance but far from always: the synthetic world's
-#   sounds overlap across related scenes, and the confusion matrix shows where. It hears a little of the
-#   place beyond its scene (within-scene retrieval). In full mode the same cells measure `imagebind_huge` on
-#   ADVANCE.
+#   sounds overlap across related scenes, and the confusion matrix shows where (against a printed base rate: most
+#   scene pairs share a source). Whether it hears the place beyond its scene is printed in section 6 with its
+#   interval. In full mode the same cells measure `imagebind_huge` on ADVANCE.
 # - Audio embeddings have norm up to 20, image embeddings norm 1: which scale the U-Net gets is an explicit
 #   option (`imagebind.audio_scale`), ImageBind's own by default.
 # - Ranking training pairs by audio-image agreement points at the pairs to listen to first; in demo mode the
 #   bottom of the ranking is rich in noisy, quiet, mixed and faint-signature recordings.
 #
 # **Exercises**
-# 1. Set `cfg = get_config(MODE, {"imagebind.mini_audio_epochs": 10})`: how do R@5, scene accuracy and its
-#    interval move?
-# 2. Turn off the false-negative mask, `{"imagebind.mini_mask_same_recording": False}`, and compare retrieval.
+# Exercises 1 and 2 edit the parameters cell only; then run that cell and every cell below it (Run > Run All
+# Below): the miniature trains anew for a config it has not seen (a few minutes).
+#
+# 1. Set `OVERRIDES = {"imagebind.mini_audio_epochs": 10}`: how do R@5, scene accuracy and its interval move?
+# 2. Turn off the false-negative mask, `OVERRIDES = {"imagebind.mini_mask_same_recording": False}`, and compare
+#    retrieval.
 #    How often do two pairs of one recording share a batch of `imagebind.mini_train_batch` in the demo?
 # 3. Train the audio stage on all 3 clips per step instead of one random clip (`train_audio` in
 #    `a2i_utils/imagebind/mini.py`). Is it better, and how much slower?
