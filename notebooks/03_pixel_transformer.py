@@ -84,8 +84,17 @@ from a2i_utils.transformer.training import (
     train_or_load,
 )
 
+# %% tags=["parameters"]
+# The one cell to edit. Every later cell reads these names and none rebinds them: after a change, run this cell
+# and all cells below it (Run > Run All Below). Runs trained for a config seen before load from the cache.
 MODE = os.environ.get("A2I_MODE", "demo")  # "demo" (CPU, synthetic data) or "full" (GPU, ADVANCE)
-cfg = get_config(MODE)
+OVERRIDES = {}  # dotted config overrides, e.g. {"transformer.block_len": 16, "transformer.mem_len": 16}
+FIT_TEMPERATURE = None  # experiment (a)'s sampling: None = greedy decoding, else a temperature (exercise 2)
+TEMPERATURE = 1.0  # sampling temperature of experiment (b)'s held-out samples
+N_BOOT = 2000  # bootstrap resamples for the interval of what the sound is worth
+
+# %%
+cfg = get_config(MODE, OVERRIDES)
 seed_everything(cfg.seed)
 DEVICE = cfg.resolved_device()
 if DEVICE == "cpu":
@@ -473,7 +482,9 @@ def control_bits(model: PixelTransformer, dataset: PixelDataset) -> dict[str, fl
 
 
 start = time.perf_counter()
-fit_gen = fit_model.sample(fit_set.features.to(DEVICE), greedy=True).cpu()  # (N, H, W) uint8
+fit_gen = fit_model.sample(fit_set.features.to(DEVICE), greedy=FIT_TEMPERATURE is None,
+                           temperature=FIT_TEMPERATURE or 1.0,
+                           generator=torch.Generator(device=DEVICE).manual_seed(cfg.seed)).cpu()  # (N, H, W) uint8
 print(f"sampled {len(fit_set)} images in {time.perf_counter() - start:.1f} s")
 fit_mae = mean_abs_pixel_error(fit_gen, fit_set.images)
 mean_img = fit_set.images.float().mean(0).round().to(torch.uint8).expand_as(fit_set.images)
@@ -577,8 +588,66 @@ print(f"-> its own sound saves {gain:.3f} bits/pixel over another recording's "
       f"the neighbours and the image statistics bring it from 8 to {val_control['shuffled sound']:.3f}")
 
 # %% [markdown]
-# Generated images for held-out recordings of several scenes, sampled at temperature 1 (greedy decoding of a
-# model this unsure tends to settle on flat grey), next to the true images.
+# Is that saving more than the luck of which held-out images we have? Score each image separately, own against
+# shuffled sound (the same derangement as above), and resample **recordings** (a recording's `_k` pairs stay
+# together) for a 95% paired bootstrap interval of the mean saving.
+#
+# Why do zeroed features usually score worse than another recording's? After normalisation, zero is the *average*
+# feature vector: a spectrogram smoother than any real recording, which the model never met in training. Another
+# recording's features are a real sound, only the wrong one; the zeroed input is off the training distribution, so
+# the model's cross-attention reads something it has no habit for.
+
+# %%
+@torch.no_grad()
+def per_position_bits(model: PixelTransformer, dataset: PixelDataset, batch_size: int = 16) -> torch.Tensor:
+    """(N, T) next-pixel cross-entropy of every pixel of every image, in bits (its mean is ``bits_per_dim``)."""
+    model.eval()
+    out = []
+    for i in range(0, len(dataset), batch_size):
+        f, px = dataset.features[i:i + batch_size].to(DEVICE), dataset.pixels[i:i + batch_size].to(DEVICE)
+        logits = model(f, px)  # (b, T, 256)
+        out.append(F.cross_entropy(logits.transpose(1, 2), px, reduction="none").cpu() / LN2)  # (b, T)
+    return torch.cat(out)
+
+
+def shuffled(dataset: PixelDataset) -> PixelDataset:
+    """The control's shuffled-sound dataset (the same derangement as ``control_bits``)."""
+    return with_features(dataset, dataset.features[derangement(len(dataset), cfg.seed)])
+
+
+own_px, shuf_px = per_position_bits(full_model, val_set), per_position_bits(full_model, shuffled(val_set))  # (N, T)
+assert abs(float(own_px.mean()) - val_control["own sound"]) < 1e-4
+saving = (shuf_px - own_px).mean(1).numpy()  # (N,) bits/pixel saved per held-out image
+groups = {}
+for k, p in enumerate(ds.val):
+    groups.setdefault((p.label, p.base_id), []).append(k)
+members = list(groups.values())  # recordings -> their pairs' positions in val_set
+rng_boot = np.random.default_rng(cfg.seed)
+boot = [np.concatenate([saving[members[r]] for r in rng_boot.integers(0, len(members), len(members))]).mean()
+        for _ in range(N_BOOT)]
+gain_lo, gain_hi = np.percentile(boot, [2.5, 97.5])
+print(f"own sound saves {saving.mean():.3f} bits/pixel, 95% interval [{gain_lo:.3f}, {gain_hi:.3f}] over "
+      f"{len(members)} held-out recordings -> " + ("more than chance" if gain_lo > 0 else "not distinguishable from 0"))
+
+# %% [markdown]
+# Back to experiment (a), to test a claim made about memorising models: once the first pixels are drawn, the prefix
+# alone identifies the memorised image, so the sound only has to decide the *first few* pixels. If so, the saving
+# of the own sound over another recording's (teacher-forced, per pixel position) should sit almost entirely at the
+# start of the sequence.
+
+# %%
+fit_saving = (per_position_bits(fit_model, shuffled(fit_set)) - per_position_bits(fit_model, fit_set)).mean(0)  # (T,)
+cum = fit_saving.cumsum(0) / fit_saving.sum()  # (T,) share of the whole saving up to each position
+first = max(1, N_PX // 16)
+half_at = int((cum >= 0.5).nonzero()[0]) + 1
+print(f"experiment (a): the own sound saves {float(fit_saving.sum()) / N_PX:.3f} bits/pixel on average; "
+      f"{float(cum[first - 1]):.0%} of it in the first {first} of {N_PX} pixels; half of it by pixel {half_at}")
+first_few = bool(cum[first - 1] >= 0.5)
+print("the sound mostly decides the first few pixels:", first_few)
+
+# %% [markdown]
+# Generated images for held-out recordings of several scenes, sampled at temperature `TEMPERATURE` (greedy decoding
+# of a model this unsure tends to settle on flat grey), next to the true images.
 
 # %%
 pick = []
@@ -586,7 +655,7 @@ for c in sorted(set(val_labels)):
     pick.append(val_labels.index(c))
 pick = pick[:8]
 gen = torch.Generator(device=DEVICE).manual_seed(cfg.seed)
-val_gen = full_model.sample(val_set.features[pick].to(DEVICE), temperature=1.0, generator=gen).cpu()
+val_gen = full_model.sample(val_set.features[pick].to(DEVICE), temperature=TEMPERATURE, generator=gen).cpu()
 pics = [val_set.images[i].numpy() for i in pick] + [g.numpy() for g in val_gen]
 titles = [val_labels[i] for i in pick] + ["from sound"] * len(pick)
 fig = image_grid(pics, titles, ncols=len(pick),
@@ -627,15 +696,17 @@ print(f"(b) all {len(train_set)} training pairs for {full_hist['step']} steps: t
       f"{last_nats:.2f} nats = {last_nats / LN2:.2f} bits/pixel, held-out {bpd_now:.2f} bits/dim "
       f"({'flat' if flat else 'still falling'} over the last {step_now - step_then} steps), against "
       f"{unigram_bits:.2f} for the intensity histogram and 8 for a uniform guess.")
-print(f"    control: the own sound is worth {gain:.3f} bits/pixel, the neighbours and image statistics "
-      f"{neighbours:.2f}: the sound contributes {gain / neighbours:.1%} as much as the neighbours.")
+print(f"    control: the own sound is worth {gain:.3f} [{gain_lo:.3f}, {gain_hi:.3f}] bits/pixel (95% interval), "
+      f"the neighbours and image statistics {neighbours:.2f}: the sound contributes {gain / neighbours:.1%} as "
+      f"much as the neighbours.")
 
 # %% [markdown]
 # **Works: fitting the recordings of one scene (the paper's first experiment).** The model redraws the fitted
 # images from their recordings far better than the best single picture could (asserted above), and the
 # control shows why: with another recording's features its bits/dim jump, so the sound does pick the image.
-# In greedy autoregressive decoding, once the first pixels are drawn the prefix alone mostly identifies the
-# memorised image, so the sound only has to decide the first few pixels. Where it decides wrongly, the model
+# Whether the sound only has to decide the first few pixels (after which the prefix alone identifies the memorised
+# image) is measured at the end of section 9: the printed share of the sound's saving in the first pixels says
+# whether this run supports it. Where the sound decides wrongly, the model
 # draws another fitted image or a mix of them (the printed "sound -> closest original" pairs, with how far apart
 # those two recordings' features are compared with a typical pair of the set). This is memorising, not
 # understanding the sound: a few sounds are mapped to a few pictures, and nothing here says the model would
@@ -674,17 +745,21 @@ print(f"    control: the own sound is worth {gain:.3f} bits/pixel, the neighbour
 # - The learning-rate schedule (peak and decay) is ours; the paper's peak of $10^{-7}$ would barely train.
 #
 # ## Exercises
-# 1. Set `block_len` and `mem_len` to half their values (`get_config(MODE, {"transformer.block_len": ...})`)
-#    and redraw the attention-window picture. How many rows above can a pixel see now? Does experiment (a) still
-#    fit in the same number of steps?
-# 2. Sample experiment (a) at temperature 0.7 and 1.2 instead of greedy. How does the error change, and why?
+# Exercises 1, 2, 5 and 6 edit the parameters cell only; then run that cell and every cell below it (Run > Run All
+# Below). A config not seen before trains anew (minutes in demo mode).
+#
+# 1. Set `block_len` and `mem_len` to half their values (`OVERRIDES = {"transformer.block_len": ...,
+#    "transformer.mem_len": ...}`) and look at the attention-window picture again. How many rows above can a pixel
+#    see now? Does experiment (a) still fit in the same number of steps?
+# 2. Sample experiment (a) at `FIT_TEMPERATURE = 0.7` and `1.2` instead of greedy. How does the error change, and
+#    why?
 # 3. Replace `"local"` by `"causal"` in `transformer.attention` and time one training step of each
 #    (`bench/bench_sampling.py` times sampling both ways).
 # 4. Feed experiment (a)'s model the recordings of *another* scene. What does it draw?
-# 5. Double `transformer.steps` for experiment (b). Does the held-out loss move, and does the control's gap grow
-#    while the training loss keeps falling (memorising the training sounds)?
-# 6. Try the paper's schedule: `{"transformer.lr": 1e-7, "transformer.lr_decay": "inverse"}`. How far does the
-#    loss of experiment (a) fall in the same steps?
+# 5. Double `transformer.steps` for experiment (b) (`OVERRIDES`). Does the held-out loss move, and does the
+#    control's gap grow while the training loss keeps falling (memorising the training sounds)?
+# 6. Try the paper's schedule: `OVERRIDES = {"transformer.lr": 1e-7, "transformer.lr_decay": "inverse"}`. How far
+#    does the loss of experiment (a) fall in the same steps?
 #
 # **Next:** [04_imagebind_embeddings](04_imagebind_embeddings.ipynb) turns to the paper's second system: instead
 # of learning to draw from scratch, it borrows ImageBind's joint embedding of sounds and images.
