@@ -182,9 +182,9 @@ def tiny_panel(tiny_loader, tmp_path, monkeypatch):
 
 def test_panel_generates_in_the_background_with_a_working_state(tiny_panel):
     p = tiny_panel
-    p.seed.value = 7
+    p.seed.value = "7"  # the seed box is text, validated (issue 22)
     p.start()
-    assert p.button.disabled and p.status.value.startswith("working")
+    assert p.button.disabled and p.status.value.startswith(("loading baseline", "working"))  # first use: loading
     p.thread.join(timeout=60)
     assert not p.button.disabled and p.status.value.startswith("done"), p.status.value
     audio = p.loader.audio_embeddings([p.pairs[0].audio_path])
