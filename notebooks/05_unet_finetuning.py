@@ -357,16 +357,17 @@ assert not labels_u.any() and torch.equal(x_in[0], x_in[1])
 with torch.no_grad():
     v_u = pipe.unet(x_T, t_first, encoder_hidden_states=prompt_u, class_labels=labels_u).sample  # (1, 4, h, w)
     v_c = pipe.unet(x_T, t_first, encoder_hidden_states=prompt_c, class_labels=labels_c).sample
+v_u, v_c, x_t32 = v_u.float(), v_c.float(), x_T.float()  # the step in float32, whatever the model's dtype
 v_hat = v_u + w * (v_c - v_u)  # guidance, in v-space
 ddim = pipe.scheduler
 assert ddim.config.prediction_type == "v_prediction" and not ddim.config.clip_sample
 t_next = int(t_first) - ddim.config.num_train_timesteps // n_steps
 a_t = ddim.alphas_cumprod[int(t_first)]
 a_next = ddim.alphas_cumprod[t_next] if t_next >= 0 else ddim.final_alpha_cumprod
-x0_hat = a_t.sqrt() * x_T - (1 - a_t).sqrt() * v_hat  # (1, 4, h, w)
-eps_hat = (1 - a_t).sqrt() * x_T + a_t.sqrt() * v_hat
+x0_hat = a_t.sqrt() * x_t32 - (1 - a_t).sqrt() * v_hat  # (1, 4, h, w)
+eps_hat = (1 - a_t).sqrt() * x_t32 + a_t.sqrt() * v_hat
 x_next = a_next.sqrt() * x0_hat + (1 - a_next).sqrt() * eps_hat
-x_next_pipe = unet_calls[1][0][:1]  # what the pipeline fed its U-Net at the second step
+x_next_pipe = unet_calls[1][0][:1].float()  # what the pipeline fed its U-Net at the second step
 print(f"first step: t = {int(t_first)} -> {t_next}, guidance {w}, {len(unet_calls)} U-Net calls "
       f"({n_steps} steps, each on [unconditional, conditional])")
 print(f"max |by hand - pipeline| after one step: {float((x_next - x_next_pipe).abs().max()):.2e}")
@@ -375,7 +376,7 @@ print(f"max |by hand - pipeline| after one step: {float((x_next - x_next_pipe).a
 # NBVAL_CHECK_OUTPUT
 tol = 1e-4 if dt == torch.float32 else 5e-2  # batch of 2 against 2 batches of 1: float round-off only
 assert torch.allclose(x_next, x_next_pipe, atol=tol)
-assert torch.allclose(x_next, ddim.step(v_hat, t_first, x_T).prev_sample, atol=1e-5)
+assert torch.allclose(x_next, ddim.step(v_hat, t_first, x_t32).prev_sample, atol=1e-5)
 print("one DDIM step with guidance, by hand == the pipeline's == DDIMScheduler.step:", True)
 
 # %% [markdown]
