@@ -1,10 +1,10 @@
 """``a2i generate AUDIO...`` (images from any recordings) and ``a2i evaluate`` (the metrics table and figures).
 
-``a2i generate`` checks each file with a2i's audio reader first (:func:`a2i_utils.data.audio.audio_problem`: WAV/FLAC/
-OGG, any rate from 1 to 768 kHz, up to 64 channels, any length, the whole file decoded block by block); a file that
-cannot be used is reported on stderr as ``skipped <file>: <why>``, the others still generate, and the exit status
-is 1 when something was skipped (0 when everything generated). A recording longer than the reader's
-``MAX_DECODED_SAMPLES`` (300 s of 48 kHz stereo) is embedded from its start, with a warning.
+``a2i generate`` reads each file with a2i's audio reader (WAV/FLAC/OGG, any rate from 1 to 768 kHz, up to 64 channels,
+any length), once: the decode that makes ImageBind's input is the check, and a file whose embedding is cached is not
+decoded at all. A file that cannot be used is reported on stderr as ``skipped <file>: <why>``, the others still
+generate, and the exit status is 1 when something was skipped (0 when everything generated). A recording longer
+than the reader's ``MAX_DECODED_SAMPLES`` (300 s of 48 kHz stereo) is embedded from its start, with a warning.
 """
 
 from __future__ import annotations
@@ -73,22 +73,15 @@ def _config(args: argparse.Namespace):
 
 
 def embed_each(loader, paths: list[Path]):
-    """(embeddings of the usable files (M, D), usable paths, [(path, reason)] of the others), one file at a time."""
-    import torch
+    """(embeddings of the usable files (M, D), usable paths, [(path, reason)] of the others).
 
-    from a2i_utils.data.audio import AudioError, audio_problem
-
-    good, embs, bad = [], [], []
-    for p in paths:
-        try:
-            why, _ = audio_problem(p)  # validate first: the reader's errors name the file and the problem
-            if why:
-                raise AudioError(why)
-            embs.append(loader.audio_embeddings([p])[0])
-            good.append(p)
-        except (ValueError, OSError, RuntimeError) as err:  # AudioError is a ValueError
-            bad.append((p, str(err)))
-    return (torch.stack(embs) if embs else None), good, bad
+    Each recording is decoded once, by the reader that makes ImageBind's input (its errors name the file and the
+    problem), and not at all when its embedding is cached."""
+    bad: list[tuple[Path, str]] = []
+    embs = loader.audio_embeddings(list(paths), skipped=bad)  # (M, D)
+    refused = {p for p, _ in bad}
+    good = [p for p in paths if p not in refused]
+    return (embs if good else None), good, bad
 
 
 def run_generate(args: argparse.Namespace) -> int:

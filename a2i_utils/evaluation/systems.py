@@ -94,11 +94,12 @@ class Loader:
             raise ValueError(f"--model {name!r}: not one of {', '.join(NAMED)} and not a folder with a saved fine-tune")
         return System(folder.name, load_finetuned(self.base, folder), "")
 
-    def audio_embeddings(self, paths) -> torch.Tensor:
-        """Raw ImageBind audio embeddings (N, D) of the files (cached by content)."""
+    def audio_embeddings(self, paths, skipped: list | None = None) -> torch.Tensor:
+        """Raw ImageBind audio embeddings (N, D) of the files (cached by content); ``skipped``: as in ``embed_files``
+        (unreadable files listed there and left out, instead of raising)."""
         from a2i_utils.imagebind.cache import embed_files
 
-        return embed_files(self.embedder, paths, "audio", self.cfg, progress=False)
+        return embed_files(self.embedder, paths, "audio", self.cfg, progress=False, skipped=skipped)
 
     def unet_input(self, audio: torch.Tensor) -> torch.Tensor:
         """Audio embeddings at the scale handed to the U-Net (``imagebind.audio_scale``)."""

@@ -119,6 +119,19 @@ def _load_inputs(modality: str, paths: Sequence[Path]) -> torch.Tensor:
     return load_vision_inputs(paths)
 
 
+def _load_each(modality: str, chunk: list[tuple[str, Path]], bad: dict[str, str]):
+    """Model inputs of the files of ``chunk`` that their reader accepts, one file at a time, and those items;
+    each refused file's reason goes into ``bad`` under its key. Each file is decoded once, here."""
+    inputs, ok = [], []
+    for k, p in chunk:
+        try:
+            inputs.append(_load_inputs(modality, [p]))  # (1, ...)
+            ok.append((k, p))
+        except (ValueError, OSError) as err:  # AudioError and ImageError are ValueErrors naming the file
+            bad[k] = str(err)
+    return (torch.cat(inputs) if inputs else None), ok
+
+
 def embed_files(
     embedder,
     paths: Sequence[str | Path],
@@ -126,17 +139,27 @@ def embed_files(
     cfg: Config,
     progress: bool = True,
     stats: EmbedStats | None = None,
+    skipped: list[tuple[Path, str]] | None = None,
 ) -> torch.Tensor:
-    """Embeddings (N, D) of audio or image files, from the cache where possible, in ``paths`` order."""
+    """Embeddings (N, D) of audio or image files, from the cache where possible, in ``paths`` order.
+
+    A file whose embedding is cached is only hashed, never decoded; any other is decoded once, to embed it.
+    ``skipped``: None (a file that cannot be read raises), or a list that receives ``(path, why)`` for each file
+    that is missing or that its reader refuses (``why`` names the file); such files are left out of the result,
+    which then has one row per usable file, in ``paths`` order. The reader is the check: no separate pass.
+    """
     if modality not in FILE_MODALITIES:
         raise ValueError(f"embed_files: modality must be one of {FILE_MODALITIES}, got {modality!r}")
     stats = stats if stats is not None else EmbedStats()
     t0 = time.time()
     cache = EmbeddingCache.of(embedder, cfg)
     paths = [Path(p) for p in paths]
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such file to embed")
+    missing = [p for p in paths if not p.is_file()]
+    if missing and skipped is None:
+        raise FileNotFoundError(f"{missing[0]}: no such file to embed")
+    if skipped is not None:
+        skipped += [(p, f"{p}: no such file to embed") for p in missing]
+        paths = [p for p in paths if p not in missing]
     keys = [file_hash(p) for p in paths]
     found = {k: e for k in dict.fromkeys(keys) if (e := cache.get(modality, k)) is not None}
     todo = {k: p for k, p in zip(keys, paths) if k not in found}  # one file per distinct content
@@ -146,16 +169,27 @@ def embed_files(
         remove_stale_temps(folder)  # what killed runs left where this one writes
     bs = cfg.imagebind.batch_size
     threads = cfg.imagebind.cpu_threads if embedder.device == "cpu" else 0
+    bad: dict[str, str] = {}  # key -> why its file was refused (only when `skipped` is given)
     for i in tqdm(range(0, len(items), bs), desc=f"embedding {modality}", disable=not progress or not items):
         chunk = items[i : i + bs]
+        if skipped is None:
+            inputs = _load_inputs(modality, [p for _, p in chunk])  # raises on the first bad file
+        else:
+            inputs, chunk = _load_each(modality, chunk, bad)
+        if not chunk:
+            continue
         with cpu_threads(threads):
-            out = embedder.embed(modality, _load_inputs(modality, [p for _, p in chunk]))  # (b, D)
+            out = embedder.embed(modality, inputs)  # (b, D)
         for (k, p), e in zip(chunk, out):
             cache.put(modality, k, e, source=p.name)
             found[k] = e
-    stats.computed += len(todo)
-    stats.duplicates += sum(1 for k in keys if k in todo) - len(todo)
+    for p, k in zip(paths, keys):
+        if k in bad:  # a byte copy of a refused file is refused too, under its own name
+            skipped.append((p, bad[k].replace(str(todo[k]), str(p), 1)))
+    stats.computed += len(todo) - len(bad)
+    stats.duplicates += sum(1 for k in keys if k in todo and k not in bad) - (len(todo) - len(bad))
     stats.seconds += time.time() - t0
+    keys = [k for k in keys if k not in bad]
     if not keys:
         return torch.empty(0, embedder.embed_dim)
     return torch.stack([found[k] for k in keys])  # (N, D)

@@ -1,9 +1,9 @@
 """``a2i embed DIR_OR_FILES...``: fill the embedding cache with the ImageBind embeddings of audio and image files.
 
-Every file is checked with a2i's readers first (:func:`a2i_utils.data.audio.audio_problem`, which decodes the
-whole recording block by block, and :func:`a2i_utils.data.images.open_image`); one that cannot be used is
-reported on stderr as ``skipped <file>: <why>`` and the others are embedded. The exit status is 1 when a file
-was skipped or a path was bad, 0 when everything given was embedded.
+Every image is checked with a2i's reader first (:func:`a2i_utils.data.images.open_image`); a recording is checked by
+the reader that decodes it for ImageBind, once, and not at all when its embedding is cached (same bytes, same model).
+A file that cannot be used is reported on stderr as ``skipped <file>: <why>`` and the others are embedded. The exit
+status is 1 when a file was skipped or a path was bad, 0 when everything given was embedded.
 """
 
 from __future__ import annotations
@@ -53,23 +53,17 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[Path], list[str]]:
     return audio, images, problems
 
 
-def usable(files: list[Path], modality: str) -> tuple[list[Path], list[str]]:
-    """The files a2i's reader accepts, and ``<file>: <why>`` for each of the others."""
-    from a2i_utils.data.audio import audio_problem
+def usable(files: list[Path]) -> tuple[list[Path], list[str]]:
+    """The image files a2i's reader accepts, and ``<file>: <why>`` for each of the others."""
     from a2i_utils.data.images import ImageError, open_image
 
     good, bad = [], []
     for f in files:
-        if modality == "audio":
-            why = audio_problem(f)[0]
-        else:
-            try:
-                open_image(f).close()
-                why = None
-            except ImageError as err:
-                why = str(err)
-        good += [f] if why is None else []
-        bad += [] if why is None else [why]
+        try:
+            open_image(f).close()
+            good.append(f)
+        except ImageError as err:
+            bad.append(str(err))
     return good, bad
 
 
@@ -83,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
     audio, images, problems = collect(list(args.paths))
     for line in problems:
         print(f"warning: {line}")
-    (audio, bad_audio), (images, bad_images) = usable(audio, "audio"), usable(images, "vision")
-    for why in bad_audio + bad_images:
+    images, bad_images = usable(images)
+    for why in bad_images:
         print(f"skipped {why}", file=sys.stderr)
-    problems += bad_audio + bad_images
+    problems += bad_images
     if not audio and not images:
         print("nothing to embed: no audio or image files found")
         return 1
@@ -95,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {embedder.identity} ({cfg.imagebind.model}), loaded in {time.time() - t0:.1f} s")
     for modality, files in (("audio", audio), ("vision", images)):
         if files:
-            stats = EmbedStats()
-            embed_files(embedder, files, modality, cfg, stats=stats)
-            print(f"{modality}: {len(files)} files -> {stats} in {stats.seconds:.1f} s")
+            stats, skipped = EmbedStats(), []
+            embed_files(embedder, files, modality, cfg, stats=stats, skipped=skipped)  # decodes each file once
+            for _, why in skipped:
+                print(f"skipped {why}", file=sys.stderr)
+            problems += [why for _, why in skipped]
+            print(f"{modality}: {len(files) - len(skipped)} files -> {stats} in {stats.seconds:.1f} s")
     print(f"cache: {EmbeddingCache.of(embedder, cfg).root}")
     return 1 if problems else 0
