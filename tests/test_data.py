@@ -33,6 +33,7 @@ from a2i_utils.data import (
     scan_tree,
     split_by_base_id,
 )
+from a2i_utils.data.dataset import _split_counts
 
 SR = 22_050
 
@@ -120,19 +121,52 @@ def make_big_tree(root: Path, per_class: int = 20) -> None:
 
 def test_split_by_base_id_stratified_and_stored(tmp_path):
     make_big_tree(tmp_path)
-    ds = load_tree(tmp_path, val_fraction=0.1, seed=42, progress=False)
+    ds = load_tree(tmp_path, val_fraction=0.1, seed=42, progress=False, test_fraction=0.2)
     assert isinstance(ds, Dataset) and ds.problems == []
-    train_ids, val_ids = {p.base_id for p in ds.train}, {p.base_id for p in ds.val}
-    assert train_ids and val_ids and not train_ids & val_ids  # no base id on both sides
+    ids = {s: {p.base_id for p in ds.subset(s)} for s in ("train", "val", "test")}
+    assert ids["train"] and ids["val"] and ids["test"]
+    assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+    assert (ds.val, ds.test) == (ds.subset("val"), ds.subset("test"))
     for label in CLASSES[:4]:
         n_val = len({p.base_id for p in ds.val if p.label == label})
-        assert n_val == 2  # 10% of 20 base ids in every class
+        n_test = len({p.base_id for p in ds.test if p.label == label})
+        assert (n_val, n_test) == (2, 4)  # 10% and 20% of 20 base ids in every class
+    assert ds.summary().startswith("108 pairs (74 train / 11 val / 23 test), 80 base ids")  # `_1` views go along
     assert (ds.index_dir / "split.json").is_file() and (ds.index_dir / "manifest.json").is_file()
     assert not (tmp_path / "split.json").exists() and not (tmp_path / "manifest.json").exists()  # never in the tree
     again = load_tree(tmp_path, val_fraction=0.1, seed=42, progress=False)
     assert [(p.id, p.split) for p in again.pairs] == [(p.id, p.split) for p in ds.pairs]
-    other = split_by_base_id(ds.pairs, 0.1, seed=7)
+    other = split_by_base_id(ds.pairs, 0.1, seed=7, test_fraction=0.2)
     assert other != {p.base_id: p.split for p in ds.pairs}
+    with pytest.raises(ValueError, match="unknown split 'held-out'"):
+        ds.subset("held-out")
+
+
+def test_split_val_is_the_old_90_10_held_out_and_test_comes_from_train(tmp_path):
+    """Adding a test split moves places from train only: val is the place set the 90/10 split held out."""
+    make_big_tree(tmp_path)
+    pairs = load_tree(tmp_path, progress=False).pairs
+    old = split_by_base_id(pairs, 0.1, seed=42, test_fraction=0.0)
+    new = split_by_base_id(pairs, 0.1, seed=42, test_fraction=0.2)
+    assert set(old.values()) == {"train", "val"}
+    assert {b for b, s in new.items() if s == "val"} == {b for b, s in old.items() if s == "val"}
+    assert all(old[b] == "train" for b, s in new.items() if s == "test")
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 7, 20, 51])
+def test_split_counts_leave_train_a_place(n):
+    n_val, n_test = _split_counts(n, 0.1, 0.2)
+    assert n - n_val - n_test >= 1 and (n_val >= 1) == (n >= 2) and (n_test >= 1) == (n >= 3)
+    with pytest.raises(ValueError, match="sum to less than 1"):
+        _split_counts(n, 0.5, 0.5)
+
+
+def test_split_changes_when_test_fraction_changes(tmp_path):
+    """The stored split remembers its fractions: another test_fraction makes a new split, not the stored one."""
+    make_big_tree(tmp_path, per_class=10)
+    first = load_tree(tmp_path, progress=False, test_fraction=0.2)
+    second = load_tree(tmp_path, progress=False, test_fraction=0.3)
+    assert len(second.test) > len(first.test) and second.val == first.val
 
 
 def test_manifest_rebuilt_when_tree_changes(tmp_path):
@@ -178,7 +212,7 @@ def test_damaged_manifest_rows_are_rebuilt(tmp_path):
     assert [p.id for p in load_tree(tmp_path, progress=False).pairs] == [p.id for p in first.pairs]
 
 
-@pytest.mark.parametrize("damage", ["{not json", "[]", '{"settings": {}, "assignment": {"00000": "test"}}',
+@pytest.mark.parametrize("damage", ["{not json", "[]", '{"settings": {}, "assignment": {"00000": "holdout"}}',
                                     b"\xff\xfe\x00"])
 def test_damaged_split_is_an_error_naming_the_file(tmp_path, damage):
     make_big_tree(tmp_path, per_class=3)

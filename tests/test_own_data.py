@@ -147,7 +147,8 @@ def test_old_split_next_to_the_data_is_read_never_written(tmp_path):
     (root / "split.json").write_text(json.dumps(old))
     (root / "manifest.json").write_text("{damaged")
     before = tree_hash(root)
-    ds = load_tree(root, progress=False, cache_dir=tmp_path / "c2")
+    assert load_tree(root, progress=False, cache_dir=tmp_path / "c4").test  # an old 2-way split does not fit 3 ways
+    ds = load_tree(root, progress=False, cache_dir=tmp_path / "c2", test_fraction=0.0)  # the old settings: kept
     assert {p.base_id: p.split for p in ds.pairs} == flipped
     assert json.loads((ds.index_dir / "split.json").read_text())["assignment"] == flipped  # kept in the cache
     assert tree_hash(root) == before
@@ -155,4 +156,5 @@ def test_old_split_next_to_the_data_is_read_never_written(tmp_path):
     before = tree_hash(root)
     again = load_tree(root, progress=False, cache_dir=tmp_path / "c3")
     assert [(p.id, p.split) for p in again.pairs] == [(p.id, p.split) for p in fresh.pairs]  # made from the seed
+    assert again.test
     assert tree_hash(root) == before

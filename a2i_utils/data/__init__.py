@@ -2,7 +2,7 @@
 
 - ``classes``: the 13 scene classes;
 - ``audio``, ``images``: robust readers for recordings and images, with errors that name the file;
-- ``dataset``: an ADVANCE-shaped tree -> validated pairs -> the stored 90/10 split by place;
+- ``dataset``: an ADVANCE-shaped tree -> validated pairs -> the stored train/val/test split by place;
 - ``advance``: downloading and extracting the real ADVANCE (full mode);
 - ``synth``: the synthetic ADVANCE-shaped soundscape world (demo mode);
 - ``cli``: ``a2i data synth|check|fetch``.

@@ -1,9 +1,14 @@
-"""The dataset: an ADVANCE-shaped tree (real or synthetic) -> validated pairs -> a stored 90/10 split.
+"""The dataset: an ADVANCE-shaped tree (real or synthetic) -> validated pairs -> a stored train/val/test split.
 
 A tree is ``<root>/vision/<class>/<name>.jpg`` + ``<root>/sound/<class>/<name>.wav``, names ``<5-digit id>``
 or ``<id>_<k>``. Pairs are matched by class and file stem (never by position); the split is by the 5-digit
 base id (the ``_k`` files reuse the audio of the same place, so a per-file split would leak audio into
-validation), stratified by class, seeded, and stored so every notebook and script sees the same one.
+validation), stratified by class, seeded, and stored so every notebook and script sees the same one. Three
+splits (:data:`SPLITS`): ``train`` (the models learn from it), ``val`` (settings such as guidance, steps, noise
+level and audio scale are chosen on it) and ``test`` (every reported number); ``data.val_fraction`` and
+``data.test_fraction`` of each class's places go to val and test, the rest to train. The val places are the
+ones the older 90/10 split held out (the same seeded shuffle, val taken first), so that earlier tuning was
+done on what is now validation, never on test.
 
 The validated pairs (``manifest.json``) and the split (``split.json``) of a tree live in the cache, in
 ``<cache>/datasets/manifests/tree-v<N>-<hash>/``, keyed by the tree's fingerprint (every file's relative
@@ -31,13 +36,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from a2i_utils.config import Config, default_cache_dir
+from a2i_utils.config import Config, DataConfig, default_cache_dir
 from a2i_utils.data import advance, synth
 from a2i_utils.data.audio import audio_problem
 from a2i_utils.data.classes import CLASSES
 from a2i_utils.data.images import ImageError, open_image
 from a2i_utils.io import AUDIO_EXTS, IMAGE_EXTS, atomic_write_text, cache_key
 
+SPLITS = ("train", "val", "test")
 NAME_RE = re.compile(r"^(?P<base>\d+)(?:_(?P<k>\d+))?$")
 MANIFEST_NAME = "manifest.json"
 SPLIT_NAME = "split.json"
@@ -59,7 +65,7 @@ class Pair:
     label: str  # class name, one of CLASSES
     image_path: Path
     audio_path: Path
-    split: str = ""  # "train" or "val" ("" before the split is assigned)
+    split: str = ""  # "train", "val" or "test" ("" before the split is assigned)
 
     @property
     def label_index(self) -> int:
@@ -83,8 +89,19 @@ class Dataset:
 
     @property
     def val(self) -> list[Pair]:
-        """Pairs of the validation split."""
+        """Pairs of the validation split (where settings are chosen)."""
         return [p for p in self.pairs if p.split == "val"]
+
+    @property
+    def test(self) -> list[Pair]:
+        """Pairs of the test split (where every reported number is measured)."""
+        return [p for p in self.pairs if p.split == "test"]
+
+    def subset(self, split: str) -> list[Pair]:
+        """Pairs of one split by name: ``"train"``, ``"val"`` or ``"test"``."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
+        return [p for p in self.pairs if p.split == split]
 
     def by_class(self, pairs: list[Pair] | None = None) -> dict[str, list[Pair]]:
         """Pairs grouped by class, in CLASSES order (classes with no pair included, empty)."""
@@ -99,12 +116,13 @@ class Dataset:
 
     def summary(self) -> str:
         """A short path-free text: pairs, split sizes, per class, number of problems."""
-        lines = [
-            f"{len(self.pairs)} pairs ({len(self.train)} train / {len(self.val)} val), "
-            f"{len({p.base_id for p in self.pairs})} base ids, {len(self.problems)} problem(s)"
-        ]
-        tr, va = self.counts(self.train), self.counts(self.val)
-        lines += [f"  {c:<18} {tr[c] + va[c]:5d}  ({tr[c]} train / {va[c]} val)" for c in CLASSES]
+        sizes = " / ".join(f"{len(self.subset(s))} {s}" for s in SPLITS)
+        lines = [f"{len(self.pairs)} pairs ({sizes}), {len({p.base_id for p in self.pairs})} base ids, "
+                 f"{len(self.problems)} problem(s)"]
+        counts = {s: self.counts(self.subset(s)) for s in SPLITS}
+        for c in CLASSES:
+            per_split = " / ".join(f"{counts[s][c]} {s}" for s in SPLITS)
+            lines.append(f"  {c:<18} {sum(counts[s][c] for s in SPLITS):5d}  ({per_split})")
         return "\n".join(lines)
 
 
@@ -198,8 +216,14 @@ def _pair_is_usable(pair: Pair, problems: list[str]) -> bool:
 # ----------------------------------------------------------------------------------------------------------
 # The split: by base id, stratified by class, seeded
 # ----------------------------------------------------------------------------------------------------------
-def split_by_base_id(pairs: list[Pair], val_fraction: float = 0.1, seed: int = 42) -> dict[str, str]:
-    """``{base_id: "train" | "val"}``: per class, a seeded shuffle of its base ids, ``val_fraction`` to val."""
+def split_by_base_id(pairs: list[Pair], val_fraction: float = DataConfig.val_fraction, seed: int = 42,
+                     test_fraction: float = DataConfig.test_fraction) -> dict[str, str]:
+    """``{base_id: "train" | "val" | "test"}``: per class, a seeded shuffle of its base ids; the first
+    ``val_fraction`` go to val, the next ``test_fraction`` to test, the rest to train.
+
+    Counts are rounded; a class with at least 2 places has at least one in val, and one with at least 3 at least
+    one in test (a class of one place is all train). The defaults are ``DataConfig``'s.
+    """
     labels: dict[str, Counter] = defaultdict(Counter)
     for p in pairs:
         labels[p.base_id][p.label] += 1
@@ -212,15 +236,26 @@ def split_by_base_id(pairs: list[Pair], val_fraction: float = 0.1, seed: int = 4
         ids = by_class.get(label, [])
         rng = np.random.default_rng([seed, CLASSES.index(label)])
         order = rng.permutation(len(ids))
-        n_val = int(round(val_fraction * len(ids))) if len(ids) > 1 else 0
-        n_val = max(n_val, 1) if len(ids) > 1 and val_fraction > 0 else n_val
+        n_val, n_test = _split_counts(len(ids), val_fraction, test_fraction)
         for rank, i in enumerate(order):
-            assignment[ids[i]] = "val" if rank < n_val else "train"
+            assignment[ids[i]] = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
     return assignment
 
 
+def _split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """(places in val, places in test) of a class of ``n`` places; at least one place is left to train."""
+    if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction {val_fraction} and test_fraction {test_fraction} must be >= 0 and sum "
+                         "to less than 1 (the rest is train)")
+    n_val = max(int(round(val_fraction * n)), 1) if n > 1 and val_fraction > 0 else 0
+    n_test = max(int(round(test_fraction * n)), 1) if n - n_val > 1 and test_fraction > 0 else 0
+    n_test = min(n_test, n - n_val - 1) if n - n_val > 0 else 0
+    return n_val, n_test
+
+
 def load_or_make_split(
-    folder: Path, pairs: list[Pair], val_fraction: float, seed: int, legacy: Path | None = None
+    folder: Path, pairs: list[Pair], val_fraction: float, seed: int, legacy: Path | None = None,
+    test_fraction: float = DataConfig.test_fraction,
 ) -> dict[str, str]:
     """The split in ``folder/split.json`` if it matches these settings and covers every base id, else a new one.
 
@@ -228,7 +263,7 @@ def load_or_make_split(
     tree keeps its split), ignored when it does not or cannot be read, and never written.
     """
     path = Path(folder) / SPLIT_NAME
-    wanted = {"seed": seed, "val_fraction": val_fraction}
+    wanted = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
     base_ids = {p.base_id for p in pairs}
     if path.is_file():
         stored = _read_split(path)
@@ -236,7 +271,7 @@ def load_or_make_split(
             return stored["assignment"]
     assignment = _legacy_split(Path(legacy) / SPLIT_NAME, wanted, base_ids) if legacy is not None else None
     if assignment is None:
-        assignment = split_by_base_id(pairs, val_fraction, seed)
+        assignment = split_by_base_id(pairs, val_fraction, seed, test_fraction)
     atomic_write_text(path, json.dumps({"settings": wanted, "assignment": assignment}, indent=0, sort_keys=True))
     return assignment
 
@@ -260,13 +295,14 @@ def _read_split(path: Path) -> dict[str, Any]:
         stored = json.loads(path.read_text())
         ok = (isinstance(stored, dict) and isinstance(stored.get("settings"), dict)
               and isinstance(stored.get("assignment"), dict)
-              and set(stored["assignment"].values()) <= {"train", "val"})
+              and set(stored["assignment"].values()) <= set(SPLITS))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f"{path}: the stored split cannot be read ({err}); delete the file and it will be "
                            "made again from the seed") from err
     if not ok:
         raise DatasetError(f"{path}: not a split file (expected 'settings' and an 'assignment' of base id -> "
-                           "train/val); delete the file and it will be made again from the seed")
+                           "train/val/test); delete the file and it will be made again from the seed")
+    stored["settings"].setdefault("test_fraction", 0.0)  # a split of an older version: train/val, no test
     return stored
 
 
@@ -387,7 +423,8 @@ def _pair_from_row(root: Path, row: dict[str, Any]) -> Pair:
 
 
 def load_tree(
-    root: Path, val_fraction: float = 0.1, seed: int = 42, progress: bool = True, cache_dir: Path | None = None
+    root: Path, val_fraction: float = DataConfig.val_fraction, seed: int = 42, progress: bool = True,
+    cache_dir: Path | None = None, test_fraction: float = DataConfig.test_fraction,
 ) -> Dataset:
     """Manifest + stored split of an ADVANCE-shaped tree, as a :class:`Dataset`; the tree is only read.
 
@@ -401,7 +438,7 @@ def load_tree(
     if not pairs:
         detail = "\n  ".join(problems[:10]) or "no files found"
         raise DatasetError(f"{root}: no usable image/recording pair\n  {detail}")
-    assignment = load_or_make_split(index_dir, pairs, val_fraction, seed, legacy=root)
+    assignment = load_or_make_split(index_dir, pairs, val_fraction, seed, legacy=root, test_fraction=test_fraction)
     pairs = [Pair(**{**asdict(p), "split": assignment[p.base_id]}) for p in pairs]
     return Dataset(root=root, pairs=pairs, problems=list(problems), index_dir=index_dir)
 
@@ -435,4 +472,5 @@ def prepare_dataset(cfg: Config, progress: bool = True) -> Dataset:
         root = advance.ensure_advance(cfg, progress=progress)
     else:
         raise ValueError(f"unknown data.source {d.source!r}: use 'synthetic' or 'advance'")
-    return load_tree(root, val_fraction=d.val_fraction, seed=cfg.seed, progress=progress, cache_dir=cfg.cache_dir)
+    return load_tree(root, val_fraction=d.val_fraction, seed=cfg.seed, progress=progress, cache_dir=cfg.cache_dir,
+                     test_fraction=d.test_fraction)
