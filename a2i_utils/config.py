@@ -127,7 +127,11 @@ class SounDiffConfig:
     """
 
     model: str = "mini"  # "sd21-unclip" (Stability's weights, full), "mini" (pretrained here, demo), "dry-run"
-    pretrained_id: str = "stabilityai/stable-diffusion-2-1-unclip"
+    # Where SD 2.1 UnCLIP comes from: a hub id (Stability withdrew its own repository in Nov 2025; FACTS §8) or a
+    # local folder in the diffusers layout. Whatever serves it, the U-Net is pinned by its SHA-256 (soundiff.weights).
+    pretrained_id: str = "sd2-community/stable-diffusion-2-1-unclip"
+    revision: str = "main"  # a branch, tag or commit of pretrained_id (a commit pins the configs too)
+    variant: str | None = None  # None: fp32 weights (U-Net 3.48 GB); "fp16": half the download (U-Net 1.74 GB)
     image_size: int = 768  # pixels of generated/training images (SD 2.1 UnCLIP: native 768; demo: 32)
     dtype: str = "float32"  # weights of the frozen parts and sampling: "float32", "bfloat16", "float16" (GPU)
     # Fine-tuning (paper §4.2): AdamW, lr 1e-6 -> 1e-7 (linear), betas (0.9, 0.999), weight decay 0.01, seed 42.

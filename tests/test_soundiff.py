@@ -270,16 +270,20 @@ def test_full_size_configs_build_on_meta_with_the_expected_parameter_counts():
     assert CONFIGS["scheduler"]["prediction_type"] == "v_prediction"
 
 
-def test_full_mode_loader_reads_a_saved_pipeline_and_attaches_the_stand_in(tmp_path):
-    """The full-mode path (from_pretrained with cache_dir, image_encoder=None, stand-in) on a local folder, offline."""
+def test_full_mode_loader_reads_a_saved_pipeline_and_attaches_the_stand_in(tmp_path, monkeypatch):
+    """The full-mode path (verified safetensors, image_encoder=None, stand-in) on a local folder, offline."""
     from diffusers import StableUnCLIPImg2ImgPipeline
 
+    from a2i_utils.io import sha256_file
+    from a2i_utils.soundiff import weights
     from a2i_utils.soundiff.pipeline import load_pipeline
 
     pipe = tiny_pipe()
     saved = StableUnCLIPImg2ImgPipeline(**(pipe.components | {"image_encoder": None}))
     saved.save_pretrained(tmp_path / "sd21-unclip-like")
     folder = str(tmp_path / "sd21-unclip-like")
+    unet_file = "unet/diffusion_pytorch_model.safetensors"  # the tiny U-Net is not Stability's: pin it instead
+    monkeypatch.setattr(weights, "PINNED_SHA256", {unet_file: sha256_file(tmp_path / "sd21-unclip-like" / unet_file)})
     cfg = get_config("full", {"cache_dir": tmp_path / "cache", "soundiff.pretrained_id": folder, "device": "cpu"})
     loaded = load_pipeline(cfg)
     assert isinstance(loaded.image_encoder, ImageEncoderStandIn) and loaded.unet.dtype == torch.float32  # CPU: fp32

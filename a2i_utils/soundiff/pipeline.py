@@ -1,4 +1,4 @@
-"""Loading a ``StableUnCLIPImg2ImgPipeline``: Stability's weights (full), the miniature (demo), or a dry run.
+"""Loading a ``StableUnCLIPImg2ImgPipeline``: SD 2.1 UnCLIP's weights (full), the miniature (demo), or a dry run.
 
 SounDiff always passes ``image_embeds`` (ImageBind audio embeddings), so the pipeline's 632 M-parameter CLIP image
 encoder is never called; but ``_encode_image`` reads ``next(self.image_encoder.parameters()).dtype`` even then
@@ -50,7 +50,7 @@ def load_pipeline(cfg: Config, progress: bool = True):
     """The pipeline of ``cfg.soundiff.model``: ``"sd21-unclip"``, ``"mini"`` (trained if needed) or ``"dry-run"``."""
     kind = cfg.soundiff.model
     if kind == "sd21-unclip":
-        return load_pretrained_pipeline(cfg)
+        return load_pretrained_pipeline(cfg, progress=progress)
     if kind == "mini":
         from a2i_utils.soundiff.mini import load_or_pretrain_mini
 
@@ -60,17 +60,36 @@ def load_pipeline(cfg: Config, progress: bool = True):
     raise ValueError(f"unknown soundiff.model {kind!r}: use 'sd21-unclip', 'mini' or 'dry-run'")
 
 
-def load_pretrained_pipeline(cfg: Config):
-    """Stability's SD 2.1 UnCLIP from the hub into ``cache_dir/hub``, in ``soundiff.dtype``, with the stand-in."""
-    from diffusers import StableUnCLIPImg2ImgPipeline
+def load_pretrained_pipeline(cfg: Config, progress: bool = True):
+    """SD 2.1 UnCLIP from ``soundiff.pretrained_id`` (hub mirror or folder), verified, in ``soundiff.dtype``.
+
+    :func:`a2i_utils.soundiff.weights.ensure_weights` fetches only the files SounDiff loads and checks their
+    hashes; each weighted component is loaded from its one safetensors file (its own variant), the tokenizer,
+    schedulers and feature extractor from their configs; the image encoder is the stand-in (never downloaded).
+    """
+    from diffusers import AutoencoderKL, StableUnCLIPImg2ImgPipeline, UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.stable_unclip_image_normalizer import StableUnCLIPImageNormalizer
+    from transformers import CLIPTextModel
+
+    from a2i_utils.soundiff.weights import component_variants, ensure_weights, weights_key
 
     device, dtype = cfg.resolved_device(), torch_dtype(cfg.soundiff.dtype)
     if device == "cpu" and dtype != torch.float32:
         dtype = torch.float32  # reduced precision is for GPUs
-    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(
-        cfg.soundiff.pretrained_id, cache_dir=str(cfg.cache_dir / "hub"), torch_dtype=dtype, image_encoder=None,
-    )
+    folder, files, stamp = ensure_weights(cfg, progress=progress)
+    variants = component_variants(files)
+    classes = {"unet": UNet2DConditionModel, "vae": AutoencoderKL, "text_encoder": CLIPTextModel,
+               "image_normalizer": StableUnCLIPImageNormalizer}
+    parts = {name: cls.from_pretrained(folder, subfolder=name, variant=variants[name], use_safetensors=True,
+                                       dtype=dtype)
+             for name, cls in classes.items()}
+    pipe = StableUnCLIPImg2ImgPipeline.from_pretrained(folder, **parts, image_encoder=None, use_safetensors=True,
+                                                       dtype=dtype)
+    pipe.key = weights_key(files, stamp)  # the same from any mirror: the U-Net's content hash
     return attach_stand_in(pipe.to(device), dtype)
+
+
+FULL_SIZE_MODULES = ("unet", "vae", "text_encoder", "image_encoder")
 
 
 def full_size_modules(device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
