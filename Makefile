@@ -11,7 +11,7 @@ STORE_CACHE ?= $(CURDIR)/build/store-cache
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
          --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: install demo test unit nbval lint notebooks clean
+.PHONY: install demo test unit nbval lint notebooks smoke clean
 
 install: $(STAMP)
 
@@ -47,6 +47,12 @@ lint: install
 notebooks: install
 	rm -rf $(STORE_CACHE)
 	A2I_MODE=demo A2I_CACHE=$(STORE_CACHE) $(BIN)/python scripts/run_notebooks.py store $(NB)
+
+## Every notebook in A2I_MODE=full-smoke: full-size models, random weights, tiny synthetic data, soundiff.dtype
+## bfloat16 as in full mode (on the CPU too: a dtype mistake fails here); executed copies in build/smoke, nothing stored.
+smoke: install
+	rm -rf build/smoke
+	A2I_CACHE=$(CURDIR)/build/smoke/cache $(BIN)/python scripts/run_notebooks.py smoke --out build/smoke
 
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache

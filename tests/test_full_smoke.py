@@ -76,3 +76,40 @@ def test_notebook_sequence_caches_embeddings_then_frees_imagebind_before_the_pip
     embed_files(random_imagebind_huge(cfg, builder=lambda: build_mini(small)), paths, "audio", cfg,
                 progress=False, stats=stats)
     assert stats.computed == 0 and stats.hits + stats.duplicates == len(paths)
+
+
+def test_env_overrides_apply_on_top_of_the_preset_and_name_the_variable(monkeypatch):
+    monkeypatch.setenv("A2I_OVERRIDES", '{"soundiff.image_size": 64, "soundiff.mini_unet_channels": [8, 16]}')
+    cfg = get_config("full-smoke")
+    assert cfg.soundiff.image_size == 64 and cfg.soundiff.mini_unet_channels == (8, 16)
+    assert get_config("full-smoke", {"soundiff.image_size": 32}).soundiff.image_size == 32  # explicit beats env
+    monkeypatch.setenv("A2I_OVERRIDES", "image_size=64")
+    with pytest.raises(ValueError, match="A2I_OVERRIDES"):
+        get_config("full-smoke")
+
+
+def test_full_smoke_has_the_pairs_notebook_01_corrupts():
+    """Notebook 01 damages copies of 5 pairs of one scene and expects 1 usable: 4 per class left it none."""
+    assert get_config("full-smoke").data.per_class >= 5
+
+
+def test_dry_run_pipeline_draws_at_the_configured_size_and_never_builds_the_image_encoder(monkeypatch):
+    """The full-smoke pipeline generated at its native 768 px whatever soundiff.image_size said (hours on a CPU),
+    and built the 632 M-parameter CLIP image encoder only to drop it."""
+    from a2i_utils.soundiff import mini, pipeline
+
+    asked = []
+
+    def small_modules(device, dtype, names=pipeline.FULL_SIZE_MODULES):  # the same classes, tiny
+        asked.extend(names)
+        sc = get_config("demo").soundiff
+        built = {"unet": lambda: mini.build_unet(sc, 1024, 8), "vae": lambda: mini.build_vae(sc),
+                 "text_encoder": lambda: mini.tiny_text_encoder(260, sc.mini_text_dim)}
+        return {n: built[n]().to(dtype) for n in names}
+
+    monkeypatch.setattr(pipeline, "full_size_modules", small_modules)
+    cfg = get_config("full-smoke", {"device": "cpu", "soundiff.image_size": 64})
+    pipe = pipeline.load_pipeline(cfg)
+    assert "image_encoder" not in asked
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    assert pipe.unet.dtype == torch.bfloat16  # the preset's dtype, as on a GPU
