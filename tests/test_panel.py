@@ -332,3 +332,14 @@ def test_messages_and_images_have_fixed_sizes_so_nothing_jumps(ui):
     assert ui.status.layout.width and ui.status.layout.min_height
     assert ui.image.layout.width == ui.image.layout.height == f"{panel_mod.DISPLAY_PX}px"
     assert ui.caption.layout.min_height and box.layout.align_items == "flex-start"
+
+
+def test_the_displayed_panel_reads_as_a_sentence_where_no_live_widget_is(ui, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append((obj, raw)))
+    assert ui.show() is ui
+    (bundle, raw), = shown
+    assert raw and bundle["text/plain"] == panel_mod.STATIC_TEXT  # not "HBox(children=(VBox(..."
+    assert "model_id" in bundle["application/vnd.jupyter.widget-view+json"]

@@ -30,6 +30,7 @@ UPLOAD = -1  # the recording dropdown's value for "the uploaded file"
 SEED_MAX = 2**32 - 1  # seeds are whole numbers 0 .. SEED_MAX
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 CONTROLS_PX = 430  # width of the controls column: fixed, so no message can push the images aside
+STATIC_TEXT = "(the interactive generation panel: run this cell in a live kernel to use it)"
 SAME_SETTINGS_NOTE = ("The same recording, model, seed and settings always give the same image, on purpose "
                       "(every draw is seeded): change the seed for another image.")
 NOISE_HINT = ("noise level: noise added to the sound's embedding before drawing (unCLIP's augmentation). "
@@ -328,10 +329,15 @@ class GenerationPanel:
         return w.HBox([controls, images], layout={"align_items": "flex-start"})
 
     def show(self) -> GenerationPanel:
-        """Display the panel (in a notebook) and return it."""
+        """Display the panel (in a notebook) and return it.
+
+        A viewer without the live widget (a stored notebook, a kernel that is gone) shows the output's text: a
+        sentence saying what to do, not the widget's repr (``HBox(children=(VBox(...``)."""
         from IPython.display import display
 
-        display(self.widget())
+        bundle = self.widget()._repr_mimebundle_()  # {"application/vnd.jupyter.widget-view+json": ..., "text/plain"}
+        bundle["text/plain"] = STATIC_TEXT
+        display(bundle, raw=True)
         return self
 
 
