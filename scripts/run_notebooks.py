@@ -7,11 +7,13 @@ and compares in the tests.
     python scripts/run_notebooks.py store [NAMES...]   # .py -> executed .ipynb in notebooks/ (demo mode)
     python scripts/run_notebooks.py run --out DIR      # execute every notebook into DIR, print times
     python scripts/run_notebooks.py check              # every .py has an .ipynb with the same cells
+    python scripts/run_notebooks.py smoke --out DIR    # full-smoke: every notebook at full size, random weights
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -46,27 +48,46 @@ def read_source(path: Path) -> nbformat.NotebookNode:
     return nb
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, mode: str = "demo") -> float:
-    """Execute ``nb`` in place in a kernel with ``A2I_MODE=mode``; return the wall time in seconds."""
+def execute(nb: nbformat.NotebookNode, cwd: Path, mode: str = "demo", env: dict[str, str] | None = None,
+            peak: dict | None = None, allow_errors: bool = False) -> float:
+    """Execute ``nb`` in place in a kernel with ``A2I_MODE=mode`` (and ``env``); return the wall time in seconds.
+
+    ``peak``, if given, receives the kernel's peak resident memory in bytes under ``"rss"`` (Linux), read just
+    before the kernel is shut down, also when a cell failed. ``allow_errors``: go on after a failing cell (its
+    error is in its outputs) and record each cell's timing."""
     saved = dict(os.environ)
+    os.environ.update(env or {})
     os.environ["A2I_MODE"] = mode  # the kernel inherits this process's environment
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     # CurveZMQ-encrypted sockets: no "Kernel is running over TCP without encryption" warning before every notebook.
     km = KernelManager(kernel_name="python3", transport_encryption="auto")
     client = NotebookClient(
         nb, km=km, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(cwd)}},
-        record_timing=False,
+        record_timing=allow_errors, allow_errors=allow_errors,
         store_widget_state=False,  # JupyterLab does not restore it: dead weight (issue 22)
     )
     start = time.perf_counter()
     try:
         client.execute()
     finally:
+        if peak is not None:
+            peak["rss"] = kernel_peak_rss(km)
         if km.has_kernel:
             km.shutdown_kernel(now=False)  # the client does not shut down a kernel it was given
         os.environ.clear()
         os.environ.update(saved)
     return time.perf_counter() - start
+
+
+def kernel_peak_rss(km: KernelManager) -> int | None:
+    """The kernel process's peak resident memory in bytes (``VmHWM`` of /proc), or None where unknown."""
+    process = getattr(getattr(km, "provisioner", None), "process", None)
+    try:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+    except (AttributeError, OSError):
+        return None
+    kib = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+    return int(kib.group(1)) * 1024 if kib else None
 
 
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text: "  0%|          | 0/300 [00:00<?, ?it/s]"
@@ -122,6 +143,71 @@ def run(out: Path, mode: str) -> None:
     print(f"all notebooks: {total:.0f} s; executed copies in {out}")
 
 
+# What `make smoke` lowers on a CPU, and nothing else: the models stay full size (FACTS §9). 64 px images give
+# 8 x 8 latents (one LoRA step of the full U-Net: ~2 s); LoRA, gradient checkpointing and batch 2 are what a
+# Colab user would pick to fit 12.7 GB of RAM.
+SMOKE_CPU = {"soundiff.image_size": 64, "soundiff.lora": True, "soundiff.grad_checkpointing": True,
+             "soundiff.batch_size": 2}
+
+
+def smoke(out: Path, dtype: str | None, native: bool, names: list[str] | None = None) -> int:
+    """Run every notebook in ``full-smoke`` into ``out`` (outputs kept there only); print times and peak memory.
+
+    On a CPU the image size is lowered (:data:`SMOKE_CPU`) unless ``native``; ``dtype`` overrides ``soundiff.dtype``
+    (the preset's is bfloat16, as full mode's: on the CPU too, so that a cell's dtype mistake fails here).
+    Every cell runs; a cell that raises fails the smoke test (returns 1), except an ``AssertionError``: with random
+    weights a notebook's claims about trained models (a fine-tune beats the baseline, ...) cannot hold, so those
+    are listed, not failed. The executed copies, with their errors, are left in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = {} if native else dict(SMOKE_CPU)
+    if dtype:
+        overrides["soundiff.dtype"] = dtype
+    env = {"A2I_OVERRIDES": json.dumps(overrides), "MPLBACKEND": "Agg"}
+    print(f"full-smoke with {env['A2I_OVERRIDES']}", flush=True)
+    total, peak_all, failed = 0.0, 0, []
+    for src in sources(names):
+        nb, peak = read_source(src), {}
+        seconds = execute(nb, NB_DIR, "full-smoke", env, peak, allow_errors=True)
+        total += seconds
+        peak_all = max(peak_all, peak.get("rss") or 0)
+        nbformat.write(nb, out / f"{src.stem}.ipynb")
+        gb = f"{peak['rss'] / 1e9:.1f} GB" if peak.get("rss") else "unknown"
+        print(f"  {src.stem}: {seconds:.0f} s, peak resident memory {gb}; slowest cells: "
+              + ", ".join(f"#{i} {s:.0f} s" for i, s in slowest_cells(nb)), flush=True)
+        for i, ename, evalue in cell_errors(nb):
+            claim = ename == "AssertionError"
+            print(f"    cell #{i}: {ename}: {evalue[:300]}"
+                  + ("  [a claim about trained weights: not checked with random weights]" if claim else ""))
+            if not claim:
+                failed.append(f"{src.stem} cell #{i}")
+    print(f"full-smoke: all notebooks in {total:.0f} s; peak resident memory {peak_all / 1e9:.1f} GB; "
+          f"executed copies in {out}")
+    if failed:
+        print("FAILED: " + ", ".join(failed))
+    return 1 if failed else 0
+
+
+def cell_errors(nb: nbformat.NotebookNode) -> list[tuple[int, str, str]]:
+    """(code cell number from 1, exception name, its message) of every cell that raised."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    return [(i, out.ename, out.evalue) for i, c in enumerate(code, 1) for out in c.get("outputs", [])
+            if out.output_type == "error"]
+
+
+def slowest_cells(nb: nbformat.NotebookNode, k: int = 3) -> list[tuple[int, float]]:
+    """The ``k`` slowest code cells (number from 1, seconds), from the timing nbclient records."""
+    from datetime import datetime
+
+    times = []
+    for i, c in enumerate([c for c in nb.cells if c.cell_type == "code"], 1):
+        t = c.metadata.get("execution", {})
+        if "iopub.execute_input" in t and "shell.execute_reply" in t:
+            start, end = (datetime.fromisoformat(t[k].replace("Z", "+00:00"))
+                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            times.append((i, (end - start).total_seconds()))
+    return sorted(times, key=lambda x: -x[1])[:k]
+
+
 def check(nb_dir: Path = NB_DIR) -> int:
     """Every source has a stored notebook whose cells are the source's cells (no drift)."""
     problems = []
@@ -151,11 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--out", type=Path, default=ROOT / "outputs" / "demo")
     p_run.add_argument("--mode", default=os.environ.get("A2I_MODE", "demo"))
     sub.add_parser("check", help="stored notebooks match their sources")
+    p_smoke = sub.add_parser("smoke", help="every notebook in full-smoke into a folder (nothing stored)")
+    p_smoke.add_argument("names", nargs="*")
+    p_smoke.add_argument("--out", type=Path, default=ROOT / "build" / "smoke")
+    p_smoke.add_argument("--dtype", default=None, help="soundiff.dtype, e.g. bfloat16")
+    p_smoke.add_argument("--native", action="store_true", help="the preset's own image size (a GPU)")
     args = parser.parse_args(argv)
     if args.cmd == "store":
         store(args.names)
     elif args.cmd == "run":
         run(args.out.resolve(), args.mode)
+    elif args.cmd == "smoke":
+        return smoke(args.out.resolve(), args.dtype, args.native, args.names)
     else:
         return check()
     return 0
