@@ -56,7 +56,7 @@ def load_pipeline(cfg: Config, progress: bool = True):
 
         return load_or_pretrain_mini(cfg, progress=progress)
     if kind == "dry-run":
-        return dry_run_pipeline(cfg.resolved_device(), torch_dtype(cfg.soundiff.dtype))
+        return dry_run_pipeline(cfg.resolved_device(), torch_dtype(cfg.soundiff.dtype), cfg.soundiff.image_size)
     raise ValueError(f"unknown soundiff.model {kind!r}: use 'sd21-unclip', 'mini' or 'dry-run'")
 
 
@@ -92,22 +92,26 @@ def load_pretrained_pipeline(cfg: Config, progress: bool = True):
 FULL_SIZE_MODULES = ("unet", "vae", "text_encoder", "image_encoder")
 
 
-def full_size_modules(device: str | torch.device = "meta", dtype: torch.dtype = torch.float32) -> dict[str, nn.Module]:
-    """The four networks of SD 2.1 UnCLIP at full size from :data:`CONFIGS`, random weights (meta: no memory)."""
+def full_size_modules(device: str | torch.device = "meta", dtype: torch.dtype = torch.float32,
+                      names: tuple[str, ...] = FULL_SIZE_MODULES) -> dict[str, nn.Module]:
+    """The networks ``names`` of SD 2.1 UnCLIP at full size from :data:`CONFIGS`, random weights (meta: no memory)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     def args(name):
         return {k: v for k, v in CONFIGS[name].items() if not k.startswith("_")}
 
-    with torch.device(device):
-        mods = {
-            "unet": UNet2DConditionModel(**args("unet")),
-            "vae": AutoencoderKL(**args("vae")),
-            "text_encoder": CLIPTextModel(CLIPTextConfig(**args("text_encoder"))),
-            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig(**args("image_encoder"))),
-        }
-    return {k: m.to(dtype) for k, m in mods.items()}
+    build = {
+        "unet": lambda: UNet2DConditionModel(**args("unet")),
+        "vae": lambda: AutoencoderKL(**args("vae")),
+        "text_encoder": lambda: CLIPTextModel(CLIPTextConfig(**args("text_encoder"))),
+        "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig(**args("image_encoder"))),
+    }
+    mods = {}
+    for name in names:  # one at a time, each in its dtype before the next is built (peak: one fp32 copy)
+        with torch.device(device):
+            mods[name] = build[name]().to(dtype)
+    return mods
 
 
 def schedulers_and_normalizer(embed_dim: int, scheduler_config: dict | None = None):
@@ -134,13 +138,16 @@ def assemble(unet, vae, text_encoder, tokenizer, embed_dim: int, image_size: int
     return attach_stand_in(pipe)
 
 
-def dry_run_pipeline(device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """The full-size architecture with random weights and no download (for a lent GPU), image encoder excluded."""
+def dry_run_pipeline(device: str = "cpu", dtype: torch.dtype = torch.float32, image_size: int | None = None):
+    """The full-size architecture with random weights and no download (for a lent GPU), image encoder excluded
+    (never built). ``image_size``: the pipeline's default output size (``soundiff.image_size``; None: native 768)."""
     from a2i_utils.soundiff.mini import offline_tokenizer
 
-    mods = full_size_modules("cpu", dtype)
+    mods = full_size_modules("cpu", dtype, names=("unet", "vae", "text_encoder"))
+    size = image_size or CONFIGS["pipeline"]["native_resolution"]
     pipe = assemble(mods["unet"], mods["vae"], mods["text_encoder"], offline_tokenizer(77), embed_dim=1024,
-                    image_size=CONFIGS["pipeline"]["native_resolution"])
+                    image_size=size)
+    pipe.unet.register_to_config(sample_size=size // pipe.vae_scale_factor)  # what generate() draws by default
     return pipe.to(device)
 
 
