@@ -3,12 +3,14 @@
 It reports the versions (Python, torch, CUDA), the device (the GPU, its free memory, and which fine-tuning
 options of the measured table fit in it: :data:`a2i_utils.preflight.FINETUNE_MEASURED`), the cache root (its
 size and the free disk) and the files full mode needs: the ImageBind-huge checkpoint with its ``.verified.json``
-stamp, the SD 2.1 UnCLIP weights in the Hugging Face cache, and the ADVANCE dataset's ``.extracted-<md5>``
-markers. Nothing is downloaded and the network is not probed (``a2i preflight`` does that).
+stamp, the SD 2.1 UnCLIP weights (the configured source, a hub mirror or a folder, and what of it is cached), and
+the ADVANCE dataset's ``.extracted-<md5>`` markers. Nothing is downloaded and the network is not probed
+(``a2i preflight`` does that).
 
 Policy: a file counts as *verified* when its proof is there and still fits the file: the stamp's size and
 modification time for ImageBind-huge, the ``.extracted-<md5>`` marker written after an md5-checked download for
-ADVANCE; ``--verify`` also hashes the UnCLIP weights against the SHA-256 the hub names their blobs by (slow: GBs).
+ADVANCE, the SHA-256 recorded at the last verified load for the UnCLIP weights (the U-Net's must be Stability's
+pinned one); ``--verify`` hashes the UnCLIP weights again now (slow: GBs).
 What the chosen mode does not use is reported as a note, never as a problem: only what the mode needs (in demo
 mode: nothing downloaded) is a problem, listed with what to do, and makes the exit status 1.
 """
@@ -36,13 +38,6 @@ from a2i_utils.preflight import (
     finetune_peak_gib,
     preflight,
 )
-
-# Weights of the pipeline components SounDiff loads (the image encoder is not), safetensors first.
-UNCLIP_WEIGHTS = {
-    "unet": ("unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.bin"),
-    "vae": ("vae/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.bin"),
-    "text_encoder": ("text_encoder/model.safetensors", "text_encoder/pytorch_model.bin"),
-}
 
 
 @dataclass(frozen=True)
@@ -178,39 +173,35 @@ def imagebind_findings(cfg: Config) -> list[Finding]:
                            f"{stamp.get('tensors', '?')} tensors)")]
 
 
-def _blob_verified(path: str) -> bool:
-    """Whether a hub-cache file's content has the SHA-256 its blob is named by (LFS files are named so)."""
-    from a2i_utils.io import sha256_file
-
-    blob = Path(os.path.realpath(path))
-    return len(blob.name) != 64 or sha256_file(blob) == blob.name
-
-
 def unclip_findings(cfg: Config, verify: bool = False) -> list[Finding]:
-    """The UnCLIP pipeline's component weights in ``cache_dir/hub`` (hashed against their blob names with verify)."""
-    from huggingface_hub import try_to_load_from_cache
+    """SD 2.1 UnCLIP: the configured source, which of its weight files are cached, whether their hashes match.
+
+    Without ``verify`` the hashes are those recorded at the last verified load (size and modification time must
+    still fit); with it every weight file is hashed now (slow: GBs). The U-Net is compared with Stability's pin.
+    """
+    from a2i_utils.soundiff import weights  # (a part: imported only here; it imports no torch)
 
     needed = cfg.soundiff.model == "sd21-unclip"
-    repo, hub = cfg.soundiff.pretrained_id, Path(cfg.cache_dir) / "hub"
-    found, missing = [], []
-    for comp, names in UNCLIP_WEIGHTS.items():
-        hit = next((p for n in names if isinstance(p := try_to_load_from_cache(repo, n, cache_dir=str(hub)), str)),
-                   None)
-        if hit is None:
-            missing.append(comp)
-            continue
-        size = Path(hit).stat().st_size / GB
-        if verify and not _blob_verified(hit):
-            found.append(_problem("weights", f"UnCLIP {comp}: {hit} does not match the SHA-256 it is stored under",
-                                  f"delete {hub / ('models--' + repo.replace('/', '--'))} to download it again",
-                                  needed))
+    try:
+        source, rows = weights.cache_report(cfg, rehash=verify)
+    except (ValueError, weights.WeightsError) as err:
+        return [_problem("weights", f"UnCLIP: {err}", "fix soundiff.pretrained_id / soundiff.variant", needed)]
+    found = [_info("weights", f"UnCLIP source: {source}")]
+    size = "~2.6 GB" if cfg.soundiff.variant == "fp16" else "~5.2 GB"
+    get = (f"downloaded ({size}) on first use (notebook 05, `a2i train soundiff`); without network, copy "
+           f"{Path(cfg.cache_dir) / 'weights'} from a machine that has it, or set soundiff.pretrained_id to a local "
+           f"copy (diffusers layout); known mirrors: {', '.join(weights.KNOWN_MIRRORS)}")
+    for state, text in rows:
+        if state == "ok":
+            found.append(_ok("weights", f"UnCLIP {text}"))
+        elif state == "info":
+            found.append(_info("weights", f"UnCLIP {text}"))
+        elif state == "missing":
+            found.append(_problem("weights", f"UnCLIP {text}", get, needed))
         else:
-            state = "SHA-256 checked" if verify else "present (hash not checked: --verify)"
-            found.append(_ok("weights", f"UnCLIP {comp}: {Path(hit).name}, {size:.2f} GB, {state}"))
-    if missing:
-        found.append(_problem("weights", f"UnCLIP ({repo}): {', '.join(missing)} not in {hub}",
-                              f"downloaded (~5 GB) on first use (notebook 05, `a2i train soundiff`); without network, "
-                              f"copy a Hugging Face cache of {repo} to {hub}", needed))
+            found.append(_problem("weights", f"UnCLIP {text}",
+                                  "delete the file (a downloaded one is fetched again on the next load) or replace it "
+                                  "with the original; a2i refuses to load it", needed))
     return found
 
 

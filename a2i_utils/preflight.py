@@ -347,22 +347,29 @@ def check_sample(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
 
 
 def _check_unclip_weights(stage: str, cfg: Config, m: Machine, probe) -> list[Problem]:
-    """The pipeline in the hub cache (``cache_dir/hub``), or the hub reachable (and not switched off)."""
-    from huggingface_hub import try_to_load_from_cache
+    """The configured UnCLIP source (``soundiff.pretrained_id``): complete in the cache or a folder, or reachable."""
+    from a2i_utils.soundiff import weights  # (a part: imported only when checked; it imports no torch)
 
-    repo = cfg.soundiff.pretrained_id
-    hub = Path(cfg.cache_dir) / "hub"
-    cached = isinstance(try_to_load_from_cache(repo, "unet/config.json", cache_dir=str(hub)), str)
-    if cached:
+    try:
+        src = weights.source_of(cfg)
+        source, rows = weights.cache_report(cfg)
+    except (ValueError, weights.WeightsError) as err:
+        return [Problem(stage, str(err), "fix soundiff.pretrained_id / soundiff.variant")]
+    bad = [text for state, text in rows if state in ("bad", "missing")]
+    if src.local is not None:
+        return [Problem(stage, f"{source}: {'; '.join(bad)}", "point soundiff.pretrained_id at a complete copy "
+                                                              "(diffusers layout, safetensors)")] if bad else []
+    if not bad:
         return []
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
-        return [Problem(stage, f"{repo} is not in {hub} and HF_HUB_OFFLINE is set",
-                        f"unset HF_HUB_OFFLINE to download it (~{UNCLIP_DOWNLOAD_GB:.0f} GB), or copy a downloaded "
-                        f"hub cache to {hub}")]
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    return _download(stage, False, f"{endpoint}/{repo}/resolve/main/model_index.json",
-                     hub / f"models--{repo.replace('/', '--')}", UNCLIP_DOWNLOAD_GB, m, probe,
-                     also=" (a Hugging Face hub cache folder of it)")
+    size_gb = UNCLIP_DOWNLOAD_GB / (2 if src.variant == "fp16" else 1)
+    folder = weights.repo_dir(cfg, src)
+    local = (f"; or set soundiff.pretrained_id to a local copy (diffusers layout); known mirrors: "
+             f"{', '.join(weights.KNOWN_MIRRORS)}")
+    if weights.offline():
+        return [Problem(stage, f"{src.repo} (revision {src.revision}) is not in {folder} and HF_HUB_OFFLINE is set",
+                        f"unset HF_HUB_OFFLINE to download it (~{size_gb:.1f} GB)" + local)]
+    url = f"{weights.endpoint()}/api/models/{src.repo}/revision/{src.revision}"
+    return _download(stage, False, url, folder, size_gb, m, probe, also=local)
 
 
 CHECKS = {"data": check_data, "embed": check_embed, "finetune": check_finetune, "sample": check_sample}

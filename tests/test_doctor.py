@@ -18,6 +18,7 @@ from a2i_utils.config import get_config
 from a2i_utils.data.advance import ARCHIVES
 from a2i_utils.imagebind import huge
 from a2i_utils.preflight import Machine
+from a2i_utils.soundiff import weights
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_ONLY = Machine("cpu", False, cpu_available_gb=20.0)
@@ -42,25 +43,30 @@ def _machine(monkeypatch, m: Machine) -> None:
     monkeypatch.setattr(doctor, "detect", lambda cfg: m)
 
 
-def _put_full_mode_files(cfg) -> dict[str, Path]:
-    """A verified (small) ImageBind checkpoint, a hub cache of the UnCLIP weights, both ADVANCE markers."""
+def _put_full_mode_files(cfg, monkeypatch) -> dict[str, Path]:
+    """A verified (small) ImageBind checkpoint, a verified snapshot of the UnCLIP weights, both ADVANCE markers.
+
+    The snapshot is laid out and verified by ``a2i_utils.soundiff.weights`` itself, its fake U-Net pinned instead
+    of Stability's.
+    """
     path = huge.huge_checkpoint_path(cfg)
     path.parent.mkdir(parents=True)
     torch.save(nn.Linear(2, 2).state_dict(), path)
     huge.write_stamp(path, 2)
-    repo = cfg.cache_dir / "hub" / f"models--{cfg.soundiff.pretrained_id.replace('/', '--')}"
+    src, commit = weights.source_of(cfg), "a" * 40
+    repo = weights.repo_dir(cfg, src)
     (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
+    (repo / "refs" / "main").write_text(commit)
     blobs = {}
-    for name, (filename, _) in doctor.UNCLIP_WEIGHTS.items():
-        data = f"weights of {name}".encode()
-        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()  # the hub names LFS blobs by their SHA-256
-        blob.parent.mkdir(exist_ok=True)
-        blob.write_bytes(data)
-        link = repo / "snapshots" / "abc123" / filename
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(os.path.relpath(blob, link.parent))
+    for name, stem in weights.WEIGHT_COMPONENTS.items():
+        blob = repo / "snapshots" / commit / name / f"{stem}.safetensors"
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(f"weights of {name}".encode())
         blobs[name] = blob
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    monkeypatch.setattr(weights, "PINNED_SHA256", {unet: hashlib.sha256(b"weights of unet").hexdigest()})
+    files = [b.relative_to(repo / "snapshots" / commit).as_posix() for b in blobs.values()]
+    weights.verify(repo / "snapshots" / commit, files, weights.stamp_path(cfg, src, commit), None, ours=True)
     for a in ARCHIVES:
         marker = cfg.datasets_dir / "advance" / f".extracted-{a.md5}"
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -84,27 +90,30 @@ def test_full_with_nothing_lists_every_problem_with_what_to_do(cache, monkeypatc
     problems = out.split("problems that stop full mode, and what to do:\n")[1]
     assert problems.count("\n     -> ") == 7  # ImageBind, UnCLIP, two archives, three stages without a GPU
     assert f"copy imagebind_huge.pth to {cache / 'downloads' / 'imagebind_huge.pth'}" in problems
-    assert "`a2i data fetch --mode full`" in problems and "unet, vae, text_encoder not in" in problems
+    assert "`a2i data fetch --mode full`" in problems and "UnCLIP not downloaded yet into" in problems
+    assert "known mirrors: sd2-community/stable-diffusion-2-1-unclip" in problems
+    assert "UnCLIP source: hub sd2-community/stable-diffusion-2-1-unclip (revision main)" in out
     assert "no CUDA GPU (device cpu)" in problems and out.rstrip().endswith("full mode: 7 problem(s) to fix first")
 
 
 def test_full_with_verified_files_on_a_big_gpu_is_ready(cache, monkeypatch, capsys):
     _machine(monkeypatch, GPU80)
-    files = _put_full_mode_files(get_config("full"))
+    files = _put_full_mode_files(get_config("full"), monkeypatch)
     assert doctor.run(_args("full", verify=True)) == 0
     out = capsys.readouterr().out
     assert "!!" not in out and out.rstrip().endswith("full mode: ready")
     assert f"ImageBind-huge: {files['imagebind']}, verified (SHA-256" in out
-    assert out.count("SHA-256 checked") == 3 and out.count("extracted, md5-checked") == 2
+    assert out.count("... checked now") == 4 and out.count("extracted, md5-checked") == 2
+    assert "ok UnCLIP unet/diffusion_pytorch_model.safetensors: 0.0 MB, SHA-256 " in out and "pinned" in out
     assert "fine-tuning full-adamw at batch 4: 22.1 GiB (measured) fits in 78.5 GiB free (the configured option)" \
         in out
-    # the checkpoint and its stamp, 3 blobs and their 3 links, refs/main, 2 markers
+    # the checkpoint and its stamp, 4 weight files, refs/main, the snapshot's stamp and its lock, 2 markers
     assert f"cache root {cache}: 0.0 MB in 11 files, " in out
 
 
 def test_t4_says_which_fine_tuning_options_fit(cache, monkeypatch, capsys):
     _machine(monkeypatch, T4)
-    _put_full_mode_files(get_config("full"))
+    _put_full_mode_files(get_config("full"), monkeypatch)
     assert doctor.run(_args("full")) == 1  # the configured full AdamW at batch 4 does not fit, nor bf16
     out = capsys.readouterr().out
     assert "full-adamw at batch 4: 22.1 GiB (measured) does not fit in 14.6 GiB free (the configured option)" in out
@@ -115,16 +124,17 @@ def test_t4_says_which_fine_tuning_options_fit(cache, monkeypatch, capsys):
 
 def test_changed_or_tampered_weights_are_problems(cache, monkeypatch, capsys):
     _machine(monkeypatch, GPU80)
-    files = _put_full_mode_files(get_config("full"))
+    files = _put_full_mode_files(get_config("full"), monkeypatch)
     with open(files["imagebind"], "ab") as f:
         f.write(b"\0" * 10)  # changed since verified
-    files["unet"].write_bytes(b"tampered weights")  # no longer the content its SHA-256 name says
+    files["unet"].write_bytes(b"tampered weights")  # no longer the pinned content
     assert doctor.run(_args("full")) == 1  # the size change is seen without --verify
     out = capsys.readouterr().out
     assert "changed or corrupt" in out and "delete" in out and "!! UnCLIP unet" not in out
+    assert "UnCLIP unet/diffusion_pytorch_model.safetensors: 0.0 MB, changed since verified" in out
     assert doctor.run(_args("full", verify=True)) == 1
     out = capsys.readouterr().out
-    assert "!! UnCLIP unet: " in out and "does not match the SHA-256 it is stored under" in out
+    assert "!! UnCLIP unet/diffusion_pytorch_model.safetensors: " in out and "differs from" in out
 
 
 def test_json_report(cache, monkeypatch, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -51,11 +52,13 @@ def _with_weights(cfg):
 
     (cfg.downloads_dir).mkdir(parents=True, exist_ok=True)
     (cfg.downloads_dir / "imagebind_huge.pth").write_bytes(b"x")
-    repo = cfg.cache_dir / "hub" / f"models--{cfg.soundiff.pretrained_id.replace('/', '--')}"
+    repo, commit = cfg.cache_dir / "weights" / cfg.soundiff.pretrained_id.replace("/", "--"), "a" * 40
     (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123" / "unet").mkdir(parents=True)
-    (repo / "snapshots" / "abc123" / "unet" / "config.json").write_text("{}")
+    (repo / "refs" / "main").write_text(commit)  # the layout of a2i_utils.soundiff.weights: one complete snapshot
+    (repo / "snapshots" / commit / "unet").mkdir(parents=True)
+    (repo / "snapshots" / commit / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"w")
+    selected = ["unet/diffusion_pytorch_model.safetensors"]
+    (repo / f"verified-{commit}.json").write_text(json.dumps({"selected": {"fp32": selected}, "files": {}}))
     for a in ARCHIVES:
         (cfg.downloads_dir / a.name).write_bytes(b"zip")
     return cfg
@@ -132,7 +135,7 @@ def test_missing_weights_that_cannot_be_downloaded(tmp_path):
     assert f"imagebind_huge.pth is not in {cfg.downloads_dir}" in text and "cannot be reached" in text
     assert f"copy it (4.8 GB) to {cfg.downloads_dir / 'imagebind_huge.pth'}" in text
     assert "ADVANCE_vision.zip" in text and "point data.root at an unpacked ADVANCE" in text
-    assert "stabilityai--stable-diffusion-2-1-unclip" in text and "hub cache folder" in text
+    assert "sd2-community--stable-diffusion-2-1-unclip" in text and "known mirrors: sd2-community/" in text
     assert preflight(cfg, ["data", "embed", "finetune"], machine=GPU80, probe=online) == []  # downloadable: fine
     assert preflight(_with_weights(cfg), ["data", "embed", "finetune"], machine=GPU80, probe=offline) == []
     own = cfg.replace({"data.root": str(tmp_path)})
