@@ -220,7 +220,7 @@ def pipeline_check(device: str, smoke: bool, folder: Path) -> dict:
         assert imgs.shape == (n, 1, size, size, 3)
     t = time.perf_counter()
     pipe.unet.save_pretrained(folder / "unet", safe_serialization=True)
-    back = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=pipe.unet.dtype).to(device)
+    back = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=pipe.unet.dtype).to(device)
     same = all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), back.state_dict().values()))
     out.update(save_load_s=round(time.perf_counter() - t, 1), save_load_identical=same)
     return out
