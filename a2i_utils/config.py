@@ -146,14 +146,18 @@ class SounDiffConfig:
     steps_s: int = 36_400  # paper: 280 epochs of ~260 train-station pairs at batch 2 (SounDiff-S)
     grad_accum: int = 1
     views: int = 1  # latents cached per training image: 1, or 8 (its flips and quarter turns: demo)
+    latent_batch: int = 4  # images the latent pass reads and encodes at once (its memory; not in the run key)
     cond_dropout: float = 0.0  # share of samples whose whole class_labels (and prompt) are dropped (ours; paper: 0)
     noise_level: int = 0  # unCLIP embedding noise level for class_labels, in training and sampling
     prompt_l: str = ""  # SounDiff-L: no prompt
     prompt_s: str = "satellite image"  # SounDiff-S
     subset_s: str = "train station"  # SounDiff-S trains on this class only
-    mixed_precision: str = "auto"  # "auto" (bf16 on GPUs that have it, else fp16 on GPUs, none on CPU), "no"
+    # "auto": bf16 on GPUs that compute it natively (Ampere and later), else fp16 with a gradient scaler (a T4),
+    # none on the CPU; or "no", "fp16", "bf16"
+    mixed_precision: str = "auto"
     lora: bool = False  # LoRA adapters (peft) on the U-Net's attention instead of a full fine-tune
     lora_rank: int = 8
+    lora_class_embedding: bool = True  # under LoRA, also train class_embedding (how the U-Net reads the audio) whole
     grad_checkpointing: bool = False
     optimizer: str = "adamw"  # "adamw" or "adafactor" (memory-lean, torch.optim.Adafactor)
     compile: bool = False  # torch.compile the U-Net

@@ -30,6 +30,13 @@ def autocast(device: str, dtype: torch.dtype):
     return torch.autocast("cuda", dtype=dtype, enabled=enabled)
 
 
+def native_bf16() -> bool:
+    """Whether the current CUDA GPU computes bfloat16 natively (compute capability 8.0+: A100, L4, H100).
+
+    ``torch.cuda.is_bf16_supported()`` also answers True on a T4 (7.5), which only emulates bfloat16, slowly."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def torch_dtype(name: str) -> torch.dtype:
     """"float32" / "bfloat16" / "float16" -> the torch dtype."""
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -14,6 +14,7 @@ from a2i_utils.config import get_config
 from a2i_utils.io import CheckpointError
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
 from a2i_utils.soundiff.generate import generate
+from a2i_utils.soundiff.latents import LatentTensors
 from a2i_utils.soundiff.mini import build_unet, build_vae, offline_tokenizer, tiny_text_encoder
 from a2i_utils.soundiff.pipeline import ImageEncoderStandIn, assemble, count_params_m, full_size_modules
 from a2i_utils.soundiff.reference import CONFIGS, PARAMS_M
@@ -62,8 +63,8 @@ def _tiny_pipe(prediction_type: str, seed: int):
 def tiny_data(n: int = 6, seed: int = 0) -> TrainingData:
     """Random cached latents (2 views) and embeddings, as prepare_training_data returns them."""
     g = torch.Generator().manual_seed(seed)
-    return TrainingData(torch.randn(2, n, 4, 8, 8, generator=g), torch.rand(2, n, 4, 8, 8, generator=g) * 0.1,
-                        torch.randn(n, D, generator=g), 0.5, [f"{i:05d}" for i in range(n)])
+    latents = LatentTensors(torch.randn(2, n, 4, 8, 8, generator=g), torch.rand(2, n, 4, 8, 8, generator=g) * 0.1)
+    return TrainingData(latents, torch.randn(n, D, generator=g), 0.5, [f"{i:05d}" for i in range(n)])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,7 +197,9 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
     a = load_finetuned(pipe, tmp_path / "whole").unet.state_dict()
     b = load_finetuned(pipe, tmp_path / "cut").unet.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-    assert whole["lr"][0] == pytest.approx(cfg.soundiff.lr + (cfg.soundiff.lr_end - cfg.soundiff.lr) / 5)
+    sc = cfg.soundiff
+    assert whole["lr"] == pytest.approx([sc.lr + (sc.lr_end - sc.lr) * k / 5 for k in range(5)])  # each step's own
+    assert whole["skipped"] == []  # no fp16 step to skip
 
 
 def test_lora_run_is_fixed_by_the_seed_and_resumes_exactly(tmp_path):
@@ -228,7 +231,13 @@ def test_damaged_checkpoint_is_an_error_naming_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("lora", [False, True])
-def test_saved_weights_load_into_the_pipeline_and_generate(tmp_path, lora):
+def test_saved_weights_load_into_the_pipeline_and_generate(tmp_path, lora, monkeypatch):
+    from a2i_utils.soundiff import training
+
+    trained = {}  # the fine-tuned U-Net's tensors as save_final receives them
+    save = training.save_final
+    monkeypatch.setattr(training, "save_final", lambda f, unet, lo: (
+        trained.update({k: v.detach().clone() for k, v in unet.state_dict().items()}), save(f, unet, lo))[1])
     pipe, data = tiny_pipe(), tiny_data()
     cfg = _cfg(tmp_path, **{"soundiff.lora": lora, "soundiff.lora_rank": 4})
     history = finetune(cfg, pipe, data, variant_of(cfg, "L", steps=3), tmp_path / "run", progress=False)
@@ -243,6 +252,12 @@ def test_saved_weights_load_into_the_pipeline_and_generate(tmp_path, lora):
     assert np.abs(after.astype(int) - before.astype(int)).max() > 0  # the fine-tune changed the images
     if lora:
         assert any("lora" in n for n, _ in tuned.unet.named_parameters())
+        names = {n for n, _ in tuned.unet.named_parameters()}
+        assert sum("lora_" in n for n in names) == sum("lora_" in n for n in trained) > 0  # every adapter loaded
+        ce = {k: v for k, v in tuned.unet.state_dict().items() if k.startswith("class_embedding.")}
+        assert ce and all(torch.equal(v, trained[k]) for k, v in ce.items())  # trained whole, and loaded
+        assert not torch.equal(ce["class_embedding.linear_1.weight"],
+                               pipe.unet.state_dict()["class_embedding.linear_1.weight"])
     assert not any("lora" in n for n, _ in pipe.unet.named_parameters())  # the base pipeline is untouched
     assert json.loads((tmp_path / "run" / "history.json").read_text())["loss"] == history["loss"]
 
