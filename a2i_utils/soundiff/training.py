@@ -46,11 +46,17 @@ from tqdm.auto import tqdm
 from a2i_utils.config import Config
 from a2i_utils.io import CheckpointError, atomic_dir, atomic_write_text, cache_key, waiting_lock
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
+from a2i_utils.soundiff.latents import LatentFiles, LatentTensors, cache_latents
 
-RUN_VERSION = 1
+RUN_VERSION = 2  # 2: history["lr"] is the LR each step used, "skipped" lists fp16 steps skipped; LoRA options
 BAR_INTERVAL_S = 1.0
 KEEP_CHECKPOINTS = 2
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]  # as diffusers' train_text_to_image_lora.py
+# Under LoRA with soundiff.lora_class_embedding, the U-Net's class embedding (how it reads the audio: class_labels
+# -> linear_1 -> SiLU -> linear_2, added to the time embedding) trains whole, beside the adapters, and is saved
+# beside the LoRA file (diffusers' load_lora_weights carries only LoRA layers).
+LORA_WEIGHTS_FILE = "pytorch_lora_weights.safetensors"  # diffusers' name
+TRAINED_MODULES_FILE = "unet_trained_modules.safetensors"  # whole U-Net tensors trained with the LoRA, by name
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,36 +126,41 @@ def variant_of(cfg: Config, name: str, prompt: str | None = None, subset: str | 
 
 @dataclass
 class TrainingData:
-    """Everything cached before training: latent posteriors (V, N, 4, h, w) and audio embeddings (N, D)."""
+    """Everything cached before training: the latent posteriors of N images in V views (on disk:
+    :class:`~a2i_utils.soundiff.latents.LatentFiles`, read a batch at a time) and audio embeddings (N, D)."""
 
-    latent_mean: torch.Tensor
-    latent_std: torch.Tensor
+    latents: LatentFiles | LatentTensors
     embeds: torch.Tensor
     scaling_factor: float
     ids: list
 
 
+def latents_root(cfg: Config) -> Path:
+    """``cache_dir/latents``: the cached VAE latents of training images (:mod:`a2i_utils.soundiff.latents`)."""
+    return Path(cfg.cache_dir) / "latents"
+
+
 def prepare_training_data(cfg: Config, pipe, pairs, embedder, progress: bool = True) -> TrainingData:
-    """Embed the recordings (cached per file), scale them, and encode the images' latent posteriors once."""
+    """Embed the recordings (cached per file), scale them, and stream the images' latent posteriors to the cache.
+
+    The latent pass holds ``soundiff.latent_batch`` images at a time, whatever the number of pairs."""
     from a2i_utils.imagebind.cache import embed_files, scale_audio
-    from a2i_utils.soundiff.latents import dihedral_views, encode_latent_dist, image_tensor
 
     if not pairs:
         raise ValueError("no training pairs for this variant (check soundiff.subset_s / --subset)")
     audio = embed_files(embedder, [p.audio_path for p in pairs], "audio", cfg, progress=progress)  # (N, D)
     embeds = scale_audio(audio, cfg.imagebind.audio_scale)
-    images = image_tensor([p.image_path for p in pairs], cfg.soundiff.image_size)  # (N, 3, H, W)
-    views = dihedral_views(images)[: cfg.soundiff.views]  # (V, N, 3, H, W)
-    dist = [encode_latent_dist(pipe.vae, v, batch=16) for v in views]
-    return TrainingData(torch.stack([m for m, _ in dist]), torch.stack([s for _, s in dist]), embeds,
-                        float(pipe.vae.config.scaling_factor), [p.id for p in pairs])
+    sc = cfg.soundiff
+    latents = cache_latents(pipe.vae, [p.image_path for p in pairs], sc.image_size, sc.views, latents_root(cfg),
+                            batch=sc.latent_batch, progress=progress)
+    return TrainingData(latents, embeds, float(pipe.vae.config.scaling_factor), [p.id for p in pairs])
 
 
 def sample_batch(data: TrainingData, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """A random batch: latents (B, 4, h, w) sampled from cached posteriors of random views, embeddings (B, D)."""
     idx = torch.randint(0, data.embeds.shape[0], (batch,), generator=gen)
-    view = torch.randint(0, data.latent_mean.shape[0], (batch,), generator=gen)
-    mean, std = data.latent_mean[view, idx], data.latent_std[view, idx]  # (B, 4, h, w)
+    view = torch.randint(0, data.latents.views, (batch,), generator=gen)
+    mean, std = data.latents.read(idx, view)  # (B, 4, h, w) each, only these B read from disk
     latents = (mean + std * torch.randn(mean.shape, generator=gen)) * data.scaling_factor
     return latents, data.embeds[idx]
 
@@ -157,8 +168,10 @@ def sample_batch(data: TrainingData, batch: int, gen: torch.Generator) -> tuple[
 # ----------------------------------------------------------------------------------------------------------
 # Options: LoRA, optimiser, schedule
 # ----------------------------------------------------------------------------------------------------------
-def add_lora(unet, rank: int, seed: int) -> list[torch.nn.Parameter]:
-    """Freeze the U-Net and add LoRA adapters (peft) to its attention projections; return the trainable params.
+def add_lora(unet, rank: int, seed: int, class_embedding: bool = False) -> list[torch.nn.Parameter]:
+    """Freeze the U-Net and add LoRA adapters (peft) to its attention projections; with ``class_embedding``, train
+    its class embedding (how it reads the audio; 4.3 M parameters at full size) whole too; return the trainable
+    params (in float32).
 
     The adapters' random initialisation is drawn from a CPU generator seeded with ``seed`` (peft initialises
     them on the CPU), so it is fixed by the run's seed and the caller's random state is left as it was."""
@@ -169,6 +182,10 @@ def add_lora(unet, rank: int, seed: int) -> list[torch.nn.Parameter]:
         torch.default_generator.manual_seed(seed)  # the CPU generator only: no CUDA generator is reseeded
         unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                     target_modules=LORA_TARGETS))
+    if class_embedding:
+        if unet.class_embedding is None:
+            raise ValueError("soundiff.lora_class_embedding: this U-Net has no class embedding to train")
+        unet.class_embedding.requires_grad_(True)
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
         p.data = p.data.float()  # adapters train in fp32 over a possibly reduced-precision base
@@ -190,21 +207,37 @@ def linear_lr(step: int, steps: int, lr: float, lr_end: float) -> float:
     return lr + (lr_end - lr) * min(step, steps) / max(steps, 1)
 
 
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
 def mixed_precision(cfg: Config, device: str) -> str:
-    """accelerate's mixed precision: "auto" -> bf16 on GPUs with it, fp16 on older GPUs, "no" on the CPU."""
+    """accelerate's mixed precision: "auto" -> bf16 on GPUs that compute it natively, else fp16 (with accelerate's
+    gradient scaler: a T4, whose bf16 is only emulated), "no" on the CPU."""
+    from a2i_utils.devices import native_bf16
+
     mp = cfg.soundiff.mixed_precision
+    if mp not in MIXED_PRECISIONS:
+        raise ValueError(f"soundiff.mixed_precision must be one of {MIXED_PRECISIONS}, got {mp!r}")
     if mp != "auto":
         return mp
     if not device.startswith("cuda"):
         return "no"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if native_bf16() else "fp16"
+
+
+def make_accelerator(cfg: Config, device: str):
+    """The run's ``Accelerator``: its mixed precision (:func:`mixed_precision`); fp16 brings a gradient scaler."""
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=mixed_precision(cfg, device), cpu=device == "cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Runs: key, checkpoints, final weights
 # ----------------------------------------------------------------------------------------------------------
 TRAINING_FIELDS = ("lr", "lr_end", "beta1", "beta2", "weight_decay", "batch_size", "grad_accum", "views",
-                   "cond_dropout", "noise_level", "lora", "lora_rank", "optimizer", "image_size")
+                   "cond_dropout", "noise_level", "lora", "lora_rank", "lora_class_embedding", "optimizer",
+                   "image_size")
 
 
 def run_key(cfg: Config, base_key: str, variant: Variant, imagebind_identity: str, pair_ids: list) -> str:
@@ -225,16 +258,18 @@ def trainable_state(unet) -> dict[str, torch.Tensor]:
     return {n: p.detach().float().cpu().contiguous() for n, p in unet.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, step: int, unet, opt, sched, history: dict) -> Path:
-    """``checkpoint-<step>/``: trainable weights (safetensors), optimiser state, schedule, history; atomic."""
+def save_checkpoint(folder: Path, step: int, unet, opt, sched, history: dict, scaler=None) -> Path:
+    """``checkpoint-<step>/``: trainable weights (safetensors), optimiser state, schedule, fp16 gradient scaler
+    (its scale and growth tracker; None without one), history; atomic."""
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         save_file(trainable_state(unet), str(tmp / "trainable.safetensors"))
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        scaler_state = scaler.state_dict() if scaler is not None else None
         (tmp / "state.json").write_text(json.dumps({"step": step, "scheduler": sched.state_dict(),
-                                                    "history": history}))
+                                                    "scaler": scaler_state, "history": history}))
 
     path = atomic_dir(folder / f"checkpoint-{step}", write)
     for old in sorted(folder.glob("checkpoint-*"), key=_step_of)[:-KEEP_CHECKPOINTS]:
@@ -254,8 +289,9 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
-    """Restore a checkpoint into the (unwrapped) U-Net, optimiser and schedule; return (step, history)."""
+def load_checkpoint(path: Path, unet, opt, sched, scaler=None) -> tuple[int, dict]:
+    """Restore a checkpoint into the (unwrapped) U-Net, optimiser, schedule and fp16 gradient scaler (if the run
+    has one and the checkpoint holds its state); return (step, history)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -267,6 +303,7 @@ def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
         file = path / "state.json"
         state = json.loads(file.read_text())
         step, sched_state, history = int(state["step"]), state["scheduler"], state["history"]
+        scaler_state = state.get("scaler")
     except (SafetensorError, OSError, ValueError, RuntimeError, EOFError, KeyError, TypeError,
             pickle.UnpicklingError) as err:
         raise CheckpointError(f"{file}: unreadable checkpoint ({type(err).__name__}: {err}); "
@@ -281,20 +318,45 @@ def load_checkpoint(path: Path, unet, opt, sched) -> tuple[int, dict]:
             params[n].copy_(w)
     opt.load_state_dict(opt_state)
     sched.load_state_dict(sched_state)
+    if scaler is not None and scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
     return step, history
 
 
 def save_final(folder: Path, unet, lora: bool) -> Path:
-    """The fine-tuned U-Net (``unet/``, save_pretrained, safetensors) or its LoRA (``lora/``), atomically."""
+    """The fine-tuned U-Net (``unet/``, save_pretrained, safetensors) or its LoRA (``lora/``), atomically.
+
+    ``lora/`` holds diffusers' ``pytorch_lora_weights.safetensors`` (the adapters) and, when whole modules trained
+    with them (``soundiff.lora_class_embedding``), ``unet_trained_modules.safetensors``: those U-Net tensors by
+    their names in the U-Net (``class_embedding.linear_1.weight``, ...), float32."""
     if lora:
         from diffusers import StableUnCLIPImg2ImgPipeline
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
+        from safetensors.torch import save_file
 
         layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-        return atomic_dir(folder / "lora", lambda tmp: StableUnCLIPImg2ImgPipeline.save_lora_weights(
-            tmp, unet_lora_layers=layers, safe_serialization=True))
+        whole = {n: t for n, t in trainable_state(unet).items() if "lora_" not in n}  # e.g. class_embedding.*
+
+        def write(tmp: Path) -> None:
+            StableUnCLIPImg2ImgPipeline.save_lora_weights(tmp, unet_lora_layers=layers, safe_serialization=True,
+                                                          weight_name=LORA_WEIGHTS_FILE)
+            if whole:
+                save_file(whole, str(tmp / TRAINED_MODULES_FILE), metadata={"format": "pt"})
+
+        return atomic_dir(folder / "lora", write)
     return atomic_dir(folder / "unet", lambda tmp: unet.save_pretrained(tmp, safe_serialization=True))
+
+
+def _load_trained_modules(unet, file: Path) -> None:
+    """Copy the whole tensors a LoRA run trained (``unet_trained_modules.safetensors``, if any) into ``unet``."""
+    from safetensors.torch import load_file
+
+    if not file.is_file():
+        return
+    missing, unexpected = unet.load_state_dict(load_file(str(file)), strict=False)
+    if unexpected:
+        raise CheckpointError(f"{file}: tensors {unexpected[:3]} are not in this U-Net")
 
 
 def with_unet(pipe, unet):
@@ -307,18 +369,20 @@ def with_unet(pipe, unet):
 def load_finetuned(pipe, folder: Path):
     """``pipe`` with the fine-tuned U-Net of ``folder`` (``unet/``) or with its LoRA loaded (``lora/``)."""
     from diffusers import UNet2DConditionModel
+    from safetensors import SafetensorError
 
     folder = Path(folder)
     try:  # safetensors only: a pickled .bin put in our folder is never read
         if (folder / "unet").is_dir():
-            unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=pipe.unet.dtype,
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=pipe.unet.dtype,
                                                         use_safetensors=True)
             return with_unet(pipe, unet.to(pipe.unet.device).eval().requires_grad_(False))
         if (folder / "lora").is_dir():
             new = with_unet(pipe, copy.deepcopy(pipe.unet))
-            new.load_lora_weights(folder / "lora", use_safetensors=True)
+            new.load_lora_weights(folder / "lora", weight_name=LORA_WEIGHTS_FILE, use_safetensors=True)
+            _load_trained_modules(new.unet, folder / "lora" / TRAINED_MODULES_FILE)
             return new
-    except (OSError, ValueError, RuntimeError) as err:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
         raise CheckpointError(f"{folder}: cannot load the fine-tuned weights ({type(err).__name__}: {err}); "
                               f"delete {folder} to train again") from err
     raise CheckpointError(f"{folder}: no fine-tuned weights (neither unet/ nor lora/)")
@@ -356,13 +420,12 @@ def finetune(cfg: Config, pipe, data: TrainingData, variant: Variant, folder: Pa
 
     ``resume="latest"`` continues from the newest checkpoint in ``folder``; ``stop_after`` ends the run early
     after that many steps (as an interruption would), leaving only checkpoints. Returns the history
-    (loss and lr per step, seconds, samples/s). The main process holds the lock of ``folder`` throughout
-    (:func:`run_lock`); the temporaries of a killed run are deleted first.
+    (loss per step, the LR each step used, the fp16 steps skipped for non-finite gradients, seconds, samples/s).
+    The main process holds the lock of ``folder`` throughout (:func:`run_lock`); the temporaries of a killed run
+    are deleted first.
     """
-    from accelerate import Accelerator
-
     device = cfg.resolved_device()
-    acc = Accelerator(mixed_precision=mixed_precision(cfg, device), cpu=device == "cpu")
+    acc = make_accelerator(cfg, device)
     with run_lock(Path(folder), main=acc.is_main_process, barrier=acc.wait_for_everyone):
         if acc.is_main_process:
             remove_temporaries(folder)
@@ -374,7 +437,10 @@ def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, fold
     """:func:`finetune` with its accelerator, holding the run's lock."""
     sc = cfg.soundiff
     unet = copy.deepcopy(pipe.unet)
-    params = add_lora(unet, sc.lora_rank, cfg.seed) if sc.lora else list(unet.float().requires_grad_(True).parameters())
+    if sc.lora:
+        params = add_lora(unet, sc.lora_rank, cfg.seed, sc.lora_class_embedding)
+    else:
+        params = list(unet.float().requires_grad_(True).parameters())
     if sc.grad_checkpointing:
         unet.enable_gradient_checkpointing()
     if sc.channels_last:
@@ -383,9 +449,10 @@ def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, fold
     opt = make_optimizer(params, cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: linear_lr(s, variant.steps, sc.lr, sc.lr_end) / sc.lr)
-    start, history = 0, {"loss": [], "lr": []}
+    start, history = 0, {"loss": [], "lr": [], "skipped": []}
     if resume == "latest" and (ckpt := latest_checkpoint(folder)) is not None:
-        start, history = load_checkpoint(ckpt, unet, opt, sched)
+        start, history = load_checkpoint(ckpt, unet, opt, sched, acc.scaler)
+        history.setdefault("skipped", [])
         acc.print(f"Resuming from {ckpt.name} (step {start} of {variant.steps})")
     elif acc.is_main_process and folder.exists():
         shutil.rmtree(folder)  # a fresh start never mixes with an older run's checkpoints
@@ -402,18 +469,24 @@ def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, fold
     t0 = time.perf_counter()
     for step in bar:
         loss = train_step(acc, model, pipe, noise_sched, data, prompt, empty, cfg, step)
-        acc.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        acc.clip_grad_norm_(params, 1.0)  # unscales fp16 gradients first
+        lr = sched.get_last_lr()[0]  # the LR this step uses
+        opt.step()  # fp16: skipped by the gradient scaler when a gradient is inf/nan
+        if acc.optimizer_step_was_skipped:
+            history["skipped"].append(step)
+            acc.print(f"step {step + 1}: gradients not finite in fp16: optimiser and LR schedule steps skipped "
+                      f"(loss scale now {acc.scaler.get_scale():g})")
+        else:
+            sched.step()  # the schedule counts the updates made
         opt.zero_grad(set_to_none=True)
         history["loss"].append(float(acc.reduce(loss.detach(), "mean")))
-        history["lr"].append(sched.get_last_lr()[0])
+        history["lr"].append(lr)
         bar.set_postfix(loss=f"{np.mean(history['loss'][-20:]):.4f}", lr=f"{history['lr'][-1]:.2e}", refresh=False)
         done = step + 1
         if sc.checkpoint_every and done % sc.checkpoint_every == 0 and done < variant.steps:
             acc.wait_for_everyone()
             if acc.is_main_process:
-                save_checkpoint(folder, done, unwrapped, opt, sched, history)
+                save_checkpoint(folder, done, unwrapped, opt, sched, history, acc.scaler)
     seconds = time.perf_counter() - t0
     acc.wait_for_everyone()
     history["seconds"] = round(seconds, 1)
@@ -421,7 +494,7 @@ def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, fold
                                      max(seconds, 1e-9), 2)
     if acc.is_main_process:
         if end < variant.steps:
-            save_checkpoint(folder, end, unwrapped, opt, sched, history)
+            save_checkpoint(folder, end, unwrapped, opt, sched, history, acc.scaler)
         else:
             save_final(folder, unwrapped.eval(), sc.lora)
             atomic_write_text(folder / "history.json", json.dumps(history))
@@ -437,9 +510,10 @@ def train_step(acc, model, pipe, noise_sched, data: TrainingData, prompt, empty,
         latents, embeds = sample_batch(data, sc.batch_size, gen)  # (B, 4, h, w), (B, D)
         drop = torch.rand(sc.batch_size, generator=gen) < sc.cond_dropout
         sync = micro == sc.grad_accum - 1
-        with contextlib.nullcontext() if sync else acc.no_sync(model), acc.autocast():
-            loss = diffusion_loss(pipe, model, noise_sched, latents.to(acc.device), embeds.to(acc.device),
-                                  prompt.expand(sc.batch_size, -1, -1), empty, sc.noise_level, drop, gen)
+        with contextlib.nullcontext() if sync else acc.no_sync(model):  # no_sync covers the backward
+            with acc.autocast():  # the forward only; backward outside it, as accelerate's examples
+                loss = diffusion_loss(pipe, model, noise_sched, latents.to(acc.device), embeds.to(acc.device),
+                                      prompt.expand(sc.batch_size, -1, -1), empty, sc.noise_level, drop, gen)
             acc.backward(loss / sc.grad_accum)
         total = total + loss.detach() / sc.grad_accum
     return total
