@@ -61,7 +61,7 @@ from a2i_utils.plotting import save_figure
 from a2i_utils.soundiff import figures
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
 from a2i_utils.soundiff.generate import generate
-from a2i_utils.soundiff.mini import image_tensor
+from a2i_utils.soundiff.latents import encode_latent_dist, image_tensor
 from a2i_utils.soundiff.pipeline import count_params_m, load_pipeline
 from a2i_utils.soundiff.training import (
     diffusion_loss,
@@ -244,11 +244,12 @@ print(f"scene accuracy of these samples: {hits_vision.mean():.3f}")
 e = audio[:1]  # (1, 1024): one recording's embedding, at the audio scale the U-Net is given
 level = 200
 norm = pipe.image_normalizer
+mu, sd = norm.mean.float().cpu(), norm.std.float().cpu()  # (1, 1024) each: its statistics, in float32 on the CPU
 noise_e = torch.randn(e.shape, generator=torch.Generator().manual_seed(0))
-z = (e - norm.mean) / norm.std  # 1. (1, 1024)
+z = (e - mu) / sd  # 1. (1, 1024)
 a_bar_s = pipe.image_noising_scheduler.alphas_cumprod[level]
 z_s = a_bar_s.sqrt() * z + (1 - a_bar_s).sqrt() * noise_e  # 2.
-e_s = z_s * norm.std + norm.mean  # 3.
+e_s = z_s * sd + mu  # 3.
 level_emb = get_timestep_embedding(torch.tensor([level]), e.shape[1], flip_sin_to_cos=True, downscale_freq_shift=0)
 by_hand = torch.cat([e_s, level_emb], dim=1)  # 4. (1, 2048)
 fig = figures.class_labels_figure(
@@ -273,7 +274,7 @@ plt.show()
 # %%
 audio_unit = scale_audio(audio_raw[:1], "unit")  # (1, 1024) the same recording's embedding at norm 1
 z_of = {"audio, as configured": e, "audio, unit scale": audio_unit, "vision embedding of its image": vision[:1]}
-z_of = {name: ((x - norm.mean) / norm.std)[0].detach() for name, x in z_of.items()}  # each (1024,)
+z_of = {name: ((x - mu) / sd)[0].detach() for name, x in z_of.items()}  # each (1024,)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.2), layout="constrained")
 for ax, names, title in [(axes[0], list(z_of), "all three: scale"),
                          (axes[1], list(z_of)[1:], "at equal norm: direction")]:
@@ -296,10 +297,12 @@ print(f"direction: cosine(audio, its own image's vision embedding) over {len(val
 
 # %%
 # NBVAL_CHECK_OUTPUT
+dev, dt = pipe.unet.device, pipe.unet.dtype  # every input of the pipeline's models goes to their device and dtype
+tol = 1e-5 if dt == torch.float32 else 3e-2  # bfloat16 keeps 8 bits of mantissa
 with torch.no_grad():
-    theirs = pipe.noise_image_embeddings(e, level, noise=noise_e)
+    theirs = pipe.noise_image_embeddings(e.to(dev, dt), level, noise=noise_e.to(dev, dt)).float().cpu()
     ours = class_labels(pipe, e, level, noise=noise_e)
-assert torch.allclose(by_hand, theirs, atol=1e-5) and torch.allclose(ours, theirs, atol=1e-5)
+assert torch.allclose(by_hand, theirs, atol=tol, rtol=tol) and torch.allclose(ours, theirs, atol=tol, rtol=tol)
 print("by hand == pipe.noise_image_embeddings == a2i class_labels:", tuple(theirs.shape))
 
 # %% [markdown]
@@ -311,7 +314,7 @@ print("by hand == pipe.noise_image_embeddings == a2i class_labels:", tuple(their
 # %%
 # NBVAL_CHECK_OUTPUT
 empty = encode_prompt(pipe, "")  # (1, L, C)
-dropped, prompt_d = drop_condition(theirs, empty, empty, torch.tensor([True]))
+dropped, prompt_d = drop_condition(theirs.to(dev, dt), empty, empty, torch.tensor([True], device=dev))
 assert not dropped.any() and dropped.shape == theirs.shape and torch.equal(prompt_d, empty)
 print("dropped condition: zeros", tuple(dropped.shape), "+ empty prompt", tuple(prompt_d.shape))
 
@@ -392,8 +395,8 @@ B = 4
 batch = val[:B]
 g = torch.Generator().manual_seed(cfg.seed)
 with torch.no_grad():
-    x0 = pipe.vae.encode(image_tensor([p.image_path for p in batch], size)).latent_dist.sample(g)
-    x0 = x0 * pipe.vae.config.scaling_factor  # (B, 4, h, w)
+    mean, std = encode_latent_dist(pipe.vae, image_tensor([p.image_path for p in batch], size))  # float32, CPU
+    x0 = (mean + std * torch.randn(mean.shape, generator=g)) * pipe.vae.config.scaling_factor  # (B, 4, h, w)
     sched = noise_scheduler_of(pipe)  # DDPM, with the pipeline's betas and prediction_type
     eps = torch.randn(x0.shape, generator=g)  # (B, 4, h, w)
     t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=g)  # (B,)
@@ -402,7 +405,7 @@ with torch.no_grad():
     assert torch.allclose(x_t, sched.add_noise(x0, eps, t), atol=1e-6)
     prompt = encode_prompt(pipe, "").expand(B, -1, -1)  # (B, L, C): SounDiff-L's prompt is empty
     cond = class_labels(pipe, audio[:B], cfg.soundiff.noise_level, noise=torch.zeros(B, audio.shape[1]))  # (B, 2048)
-    pred = pipe.unet(x_t, t, encoder_hidden_states=prompt, class_labels=cond).sample  # (B, 4, h, w)
+    pred = pipe.unet(x_t.to(dev, dt), t.to(dev), encoder_hidden_states=prompt, class_labels=cond.to(dev, dt)).sample
     v = a_bar.sqrt() * eps - (1 - a_bar).sqrt() * x0  # the v target
     assert torch.allclose(v, training_target(sched, x0, eps, t), atol=1e-6)
 for name, x in [("x0 (latent)", x0), ("t", t), ("x_t", x_t), ("prompt", prompt), ("class_labels", cond),
@@ -416,15 +419,17 @@ for name, x in [("x0 (latent)", x0), ("t", t), ("x_t", x_t), ("prompt", prompt),
 # %%
 # NBVAL_CHECK_OUTPUT
 with torch.no_grad():
-    pkg = diffusion_loss(pipe, pipe.unet, sched, x0, audio[:B], prompt, empty, cfg.soundiff.noise_level,
-                         torch.zeros(B, dtype=torch.bool), torch.Generator().manual_seed(1))
+    pkg = diffusion_loss(pipe, pipe.unet, sched, x0.to(dev, dt), audio[:B].to(dev, dt), prompt, empty,
+                         cfg.soundiff.noise_level, torch.zeros(B, dtype=torch.bool), torch.Generator().manual_seed(1))
     g_loss = torch.Generator().manual_seed(1)  # the same draws, in the same order, as diffusion_loss
     eps_l, t_l = torch.randn(x0.shape, generator=g_loss), torch.randint(0, 1000, (B,), generator=g_loss)
     cond_l = class_labels(pipe, audio[:B], cfg.soundiff.noise_level,
                           noise=torch.randn(audio[:B].shape, generator=g_loss))  # (B, 2048)
-    pred_l = pipe.unet(sched.add_noise(x0, eps_l, t_l), t_l, encoder_hidden_states=prompt, class_labels=cond_l).sample
-    mine = torch.nn.functional.mse_loss(pred_l, sched.get_velocity(x0, eps_l, t_l))
-assert torch.allclose(pkg, mine, atol=1e-5)
+    x0_l, eps_l, t_l = x0.to(dev, dt), eps_l.to(dev, dt), t_l.to(dev)  # in the model's dtype, as the package
+    pred_l = pipe.unet(sched.add_noise(x0_l, eps_l, t_l), t_l, encoder_hidden_states=prompt,
+                       class_labels=cond_l.to(dev, dt)).sample
+    mine = torch.nn.functional.mse_loss(pred_l.float(), sched.get_velocity(x0_l, eps_l, t_l).float())
+assert torch.allclose(pkg, mine, atol=tol, rtol=tol)
 print("loss by hand == a2i diffusion_loss:", True)
 
 # %% [markdown]
@@ -436,18 +441,30 @@ print("loss by hand == a2i diffusion_loss:", True)
 # each target.
 
 # %%
+BATCH = 8  # images per VAE and U-Net call: every held-out image at once, at 768 px, would not fit on a GPU
+
+
+def unet_in_batches(x, t, prompt, cond):
+    """The U-Net's output for latents x (N, 4, h, w) at timestep t, BATCH at a time: float32 on the CPU."""
+    outs = []
+    for i in range(0, len(x), BATCH):
+        xb, cb = x[i : i + BATCH].to(dev, dt), cond[i : i + BATCH].to(dev, dt)
+        outs.append(pipe.unet(xb, t, encoder_hidden_states=prompt.expand(len(xb), -1, -1), class_labels=cb)
+                    .sample.float().cpu())
+    return torch.cat(outs)  # (N, 4, h, w)
+
+
 with torch.no_grad():
-    x0_val = pipe.vae.encode(image_tensor([p.image_path for p in val], size)).latent_dist.mean
-    x0_val = x0_val * pipe.vae.config.scaling_factor  # (N, 4, h, w)
+    x0_val = encode_latent_dist(pipe.vae, image_tensor([p.image_path for p in val], size), batch=BATCH)[0]
+    x0_val = x0_val * pipe.vae.config.scaling_factor  # (N, 4, h, w): posterior means, float32 on the CPU
     g_val = torch.Generator().manual_seed(0)
-    prompt_val = encode_prompt(pipe, "").expand(len(val), -1, -1)  # (N, L, C)
+    prompt_val = encode_prompt(pipe, "")  # (1, L, C)
     cond_val = class_labels(pipe, vision, 0, noise=torch.zeros_like(vision))  # the condition it was pretrained on
     rows = []
     for step in (50, 250, 500, 750, 950):
         t_val = torch.full((len(val),), step)
         eps_val = torch.randn(x0_val.shape, generator=g_val)
-        out = pipe.unet(sched.add_noise(x0_val, eps_val, t_val), t_val, encoder_hidden_states=prompt_val,
-                        class_labels=cond_val).sample
+        out = unet_in_batches(sched.add_noise(x0_val, eps_val, t_val), step, prompt_val, cond_val)  # (N, 4, h, w)
         v_val = sched.get_velocity(x0_val, eps_val, t_val)
         rows.append((step, float(((out - v_val) ** 2).mean()), float(((out - eps_val) ** 2).mean()),
                      float(((v_val - eps_val) ** 2).mean())))

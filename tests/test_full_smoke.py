@@ -113,3 +113,31 @@ def test_dry_run_pipeline_draws_at_the_configured_size_and_never_builds_the_imag
     assert "image_encoder" not in asked
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
     assert pipe.unet.dtype == torch.bfloat16  # the preset's dtype, as on a GPU
+
+
+# Full mode runs SounDiff in bfloat16 (the preset's soundiff.dtype), on a GPU or here on the CPU: every input a
+# model is handed must be in its device and dtype.
+def test_diffusion_loss_runs_on_a_bfloat16_model():
+    """Noise drawn in float32 made bfloat16 latents float32 ('mat1 and mat2 must have the same dtype')."""
+    from test_soundiff import D, tiny_pipe
+
+    from a2i_utils.soundiff.conditioning import encode_prompt
+    from a2i_utils.soundiff.training import diffusion_loss, noise_scheduler_of
+
+    pipe = tiny_pipe().to(dtype=torch.bfloat16)
+    x0, emb = torch.randn(2, 4, 8, 8).bfloat16(), torch.randn(2, D).bfloat16()
+    prompt = encode_prompt(pipe, "")
+    loss = diffusion_loss(pipe, pipe.unet, noise_scheduler_of(pipe), x0, emb, prompt.expand(2, -1, -1), prompt, 0,
+                          torch.tensor([False, True]), torch.Generator().manual_seed(3))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+
+
+def test_encode_prompt_runs_where_the_text_encoder_is():
+    """The token ids went to the CPU whatever the text encoder's device (on a GPU: a device mismatch)."""
+    from test_soundiff import tiny_pipe
+
+    from a2i_utils.soundiff.conditioning import encode_prompt
+
+    pipe = tiny_pipe()
+    pipe.text_encoder.to("meta")  # stands in for a GPU: any CPU tensor fed to it fails
+    assert encode_prompt(pipe, "").device.type == "meta"

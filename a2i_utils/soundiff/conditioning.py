@@ -47,6 +47,7 @@ def drop_condition(labels: torch.Tensor, prompt_embeds: torch.Tensor, empty_prom
 
 
 @torch.no_grad()
-def encode_prompt(pipe, prompt: str, device: str = "cpu") -> torch.Tensor:
-    """The prompt embedding (1, L, C), by the pipeline's own ``encode_prompt`` (the same at training and sampling)."""
-    return pipe.encode_prompt(prompt, device, 1, False)[0]
+def encode_prompt(pipe, prompt: str, device: str | torch.device | None = None) -> torch.Tensor:
+    """The prompt embedding (1, L, C), by the pipeline's own ``encode_prompt`` (the same at training and sampling),
+    on ``device`` (default: the text encoder's own: token ids sent elsewhere fail on a GPU)."""
+    return pipe.encode_prompt(prompt, device or pipe.text_encoder.device, 1, False)[0]

@@ -87,10 +87,10 @@ def diffusion_loss(pipe, unet, scheduler, latents, embeds, prompt_embeds, empty_
     an int (embedding noise); drop (B,) bool (condition replaced by the pipeline's unconditional input).
     """
     b, device = latents.shape[0], latents.device
-    noise = torch.randn(latents.shape, generator=gen).to(device)  # (B, 4, h, w)
+    noise = torch.randn(latents.shape, generator=gen).to(device, latents.dtype)  # (B, 4, h, w), as the latents
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen).to(device)  # (B,)
     noisy = scheduler.add_noise(latents, noise, t)  # DDPM forward process
-    emb_noise = torch.randn(embeds.shape, generator=gen).to(device)  # (B, D)
+    emb_noise = torch.randn(embeds.shape, generator=gen).to(device, embeds.dtype)  # (B, D)
     labels = class_labels(pipe, embeds, levels if torch.is_tensor(levels) else int(levels), noise=emb_noise)
     labels, prompt = drop_condition(labels, prompt_embeds, empty_prompt, drop.to(device))  # (B, 2D), (B, L, C)
     pred = unet(noisy, t, encoder_hidden_states=prompt, class_labels=labels).sample  # (B, 4, h, w)
