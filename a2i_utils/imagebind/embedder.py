@@ -1,54 +1,17 @@
 """One interface for both ImageBind models: the official ``imagebind_huge`` (full) or the miniature (demo).
 
-:func:`load_imagebind` returns an :class:`Embedder`: the model, its identity (part of every embedding cache
-key), device and dtype. ``imagebind.huge`` loads Meta's checkpoint; ``imagebind.mini`` trains the miniature.
+:func:`load_imagebind` returns an :class:`Embedder` (``imagebind.model``): the model, its identity (part of every
+embedding cache key), device and dtype. ``imagebind.huge`` loads Meta's checkpoint; ``imagebind.mini`` loads the
+shipped miniature or trains one. The loader is above the models: it imports them, they import only
+``imagebind.model``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-
 import torch
-from torch import nn
 
 from a2i_utils.config import Config
-from a2i_utils.devices import autocast
-from a2i_utils.imagebind.preprocess import load_text_inputs
-
-MODALITIES = ("audio", "vision", "text")
-
-
-@dataclass
-class Embedder:
-    """An ImageBind model with its identity (for cache keys), device and dtype."""
-
-    model: nn.Module
-    identity: str  # e.g. "imagebind_huge-4f2a..." or "mini-1c9e...": changes whenever the weights change
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    info: dict = field(default_factory=dict)  # training history and metrics of a miniature
-
-    @property
-    def embed_dim(self) -> int:
-        """Output dimension of every modality head."""
-        return self.model.modality_heads["audio"][-1].out_features
-
-    @torch.no_grad()
-    def embed(self, modality: str, inputs: torch.Tensor) -> torch.Tensor:
-        """Model inputs of one modality -> float32 CPU embeddings (B, D), as ImageBind returns them."""
-        if modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; use one of {MODALITIES}")
-        x = inputs.to(self.device)
-        x = x if modality == "text" else x.to(self.dtype)  # text inputs are token ids
-        with autocast(self.device, self.dtype):
-            out = self.model({modality: x})[modality]
-        return out.float().cpu()
-
-    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """Strings -> text embeddings (N, D)."""
-        return self.embed("text", load_text_inputs(texts))
-
+from a2i_utils.imagebind.model import MODALITIES, Embedder  # noqa: F401  (re-exported: the interface's old home)
 
 IMAGEBIND_MODELS = ("huge", "mini", "huge-random")
 

@@ -39,7 +39,7 @@ from a2i_utils.compat import import_imagebind
 from a2i_utils.config import Config
 from a2i_utils.devices import torch_dtype
 from a2i_utils.downloads import download_file  # (the shared downloader; tests import it from here)
-from a2i_utils.imagebind.embedder import Embedder
+from a2i_utils.imagebind.model import Embedder
 from a2i_utils.io import CheckpointError, atomic_write_text, sha256_file
 
 # The address imagebind.models.imagebind_model.imagebind_huge downloads from (read from the package source;

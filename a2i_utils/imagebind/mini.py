@@ -39,8 +39,8 @@ from a2i_utils.compat import import_imagebind
 from a2i_utils.config import Config, ImageBindConfig
 from a2i_utils.data import CLASSES
 from a2i_utils.devices import cpu_threads
-from a2i_utils.imagebind.embedder import Embedder
 from a2i_utils.imagebind.huge import check_state_dict
+from a2i_utils.imagebind.model import Embedder
 from a2i_utils.imagebind.preprocess import (
     PROMPT,
     class_prompts,

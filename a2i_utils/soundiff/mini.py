@@ -14,7 +14,7 @@ So the demo's zero-shot baseline is what the paper's is: a decoder that never sa
 Everything is saved under ``checkpoints/soundiff_mini/<key>/`` (the key holds the config, the seed, the ImageBind
 identity and the images' bytes); a finished VAE is kept, so an interrupted run resumes at the U-Net. Within
 the VAE and the U-Net stages an in-stage checkpoint every ``soundiff.mini_checkpoint_every`` steps (weights, the
-U-Net's EMA, optimiser, LR schedule, generators, losses; :class:`a2i_utils.imagebind.mini.StageCheckpoint`) lets a
+U-Net's EMA, optimiser, LR schedule, generators, losses; :class:`a2i_utils.checkpoints.StageCheckpoint`) lets a
 killed run go on to bitwise the same result. One process pretrains a given miniature at a time (a file lock):
 a second one waits, then loads it. Our saved folders are only ever read as safetensors (``use_safetensors=True``):
 a pickled ``.bin`` put there is refused, never loaded.
@@ -270,7 +270,7 @@ def load_components(folder: Path):
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer
 
     from a2i_utils.io import CheckpointError
-    from a2i_utils.soundiff.pipeline import attach_stand_in
+    from a2i_utils.soundiff.assembly import attach_stand_in
 
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True)
@@ -326,7 +326,7 @@ def pretrain_mini(cfg: Config, dataset, embedder, folder: Path, progress: bool =
     from diffusers import AutoencoderKL
 
     from a2i_utils.imagebind.cache import embed_files
-    from a2i_utils.soundiff.pipeline import assemble
+    from a2i_utils.soundiff.assembly import assemble
 
     sc, train = cfg.soundiff, dataset.train
     images = image_tensor([p.image_path for p in train], sc.image_size)  # (N, 3, H, W)
