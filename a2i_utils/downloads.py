@@ -15,6 +15,7 @@ replaced deletes it first).
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import urllib.error
 import urllib.request
@@ -35,16 +36,22 @@ class DownloadError(CheckpointError):
         self.status = status
 
 
+class HashMismatchError(DownloadError):
+    """A complete download whose hash is not the expected one (it was deleted)."""
+
+
 class _RangeRefused(Exception):
     """The server refused a resume (416) or answered another range: start the download over."""
 
 
 def download_file(url: str, dest: str | Path, progress: bool = True, sha256: str | None = None,
-                  headers: dict[str, str] | None = None, private_headers: dict[str, str] | None = None) -> Path:
+                  headers: dict[str, str] | None = None, private_headers: dict[str, str] | None = None,
+                  md5: str | None = None) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part`` (resumed when present); ``dest`` only once complete.
 
-    ``sha256`` is checked before the rename (a wrong part is deleted). ``headers`` go with every request, redirects
-    included; ``private_headers`` (a token) only to ``url`` itself, never to the host a redirect leads to.
+    ``sha256`` (or ``md5``, for archives that publish only that) is checked before the rename: a wrong part is
+    deleted (HashMismatchError). ``headers`` go with every request, redirects included; ``private_headers`` (a
+    token) only to ``url`` itself, never to the host a redirect leads to.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -60,12 +67,24 @@ def download_file(url: str, dest: str | Path, progress: bool = True, sha256: str
         got = part.stat().st_size
         if total is not None and got != total:
             raise DownloadError(f"{part}: download incomplete ({got} of {total} bytes); run again to resume")
-        if sha256 is not None and (digest := sha256_file(part)) != sha256:
-            part.unlink()
-            raise DownloadError(f"{dest}: downloaded from {url} but its SHA-256 is {digest}, expected {sha256}; "
-                                "the download was deleted")
+        for name, want in (("SHA-256", sha256), ("md5", md5)):
+            if want is not None and (digest := _digest(part, name)) != want:
+                part.unlink()
+                raise HashMismatchError(f"{dest}: downloaded from {url} but its {name} is {digest}, expected {want}; "
+                                        "the download was deleted")
         part.replace(dest)
     return dest
+
+
+def _digest(path: Path, name: str) -> str:
+    """Hex SHA-256 or md5 of a file."""
+    if name == "SHA-256":
+        return sha256_file(path)
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _open(url: str, done: int, dest: Path, headers: dict | None, private_headers: dict | None):
@@ -100,7 +119,8 @@ def _fetch_into(url: str, part: Path, dest: Path, progress: bool, headers=None, 
                 total=total, initial=done, unit="B", unit_scale=True, desc=f"download {dest.name}",
                 disable=not progress,
             ) as bar:
-                while chunk := resp.read(CHUNK_BYTES):
+                read = getattr(resp, "read1", resp.read)  # what has arrived, up to 1 MiB: the part grows steadily
+                while chunk := read(CHUNK_BYTES):
                     f.write(chunk)
                     bar.update(len(chunk))
         except (OSError, http.client.HTTPException) as err:  # a dropped connection: IncompleteRead, reset...

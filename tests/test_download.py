@@ -126,7 +126,7 @@ def _partial_bytes(folder: Path, pattern: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# ADVANCE (pooch, md5)
+# ADVANCE (the shared downloader, md5)
 # ----------------------------------------------------------------------------------------------------------
 def test_advance_download_killed_mid_way_then_rerun(tmp_path, server):
     data = _archive()
@@ -137,16 +137,17 @@ def test_advance_download_killed_mid_way_then_rerun(tmp_path, server):
             f"advance.download(advance.Archive('ADVANCE_vision.zip', {server.url('v.zip')!r}, {md5!r}), "
             f"{str(downloads)!r}, progress=False)\n")
     proc = _start(code)
-    _kill_when(proc, lambda: _partial_bytes(downloads, ".partial-*/*") > 4 * CHUNK)
+    _kill_when(proc, lambda: _partial_bytes(downloads, "*.part") > 4 * CHUNK)
     final = downloads / "ADVANCE_vision.zip"
-    assert 0 < _partial_bytes(downloads, ".partial-*/*") < len(data) and not final.exists()
+    kept = _partial_bytes(downloads, "*.part")
+    assert 0 < kept < len(data) and not final.exists()
 
     server.delay = 0.0
     archive = advance.Archive("ADVANCE_vision.zip", server.url("v.zip"), md5)
     cfg = get_config("demo", {"cache_dir": tmp_path})
     root = advance.ensure_advance(cfg, progress=False, archives=(archive,))
     assert hashlib.md5(final.read_bytes()).hexdigest() == md5
-    assert not list(downloads.glob(".partial-*"))  # the killed run's leftovers are gone
+    assert server.starts == [0, kept] and not list(downloads.glob("*.part"))  # resumed where the killed run stopped
     assert len(list((root / "vision" / "beach").iterdir())) == 40 and (root / f".extracted-{md5}").is_file()
 
 
@@ -172,6 +173,7 @@ def test_advance_dropped_connection_is_a_clear_error_and_rerun_completes(tmp_pat
     server.cut = None
     advance.ensure_advance(cfg, progress=False, archives=(archive,))
     assert (cfg.downloads_dir / "ADVANCE_vision.zip").read_bytes() == data
+    assert server.starts == [0, len(data) // 2]  # the part was kept and resumed
 
 
 @pytest.mark.parametrize("kill_at", ["mid-extraction", "before-marker"])

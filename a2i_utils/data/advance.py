@@ -1,12 +1,12 @@
 """ADVANCE (Hu et al. 2020, Zenodo record 3828124): download with an md5 check, safe extraction.
 
-The two archives go to ``cfg.downloads_dir`` (pooch: progress bar, md5 check) and unpack into
+The two archives go to ``cfg.downloads_dir`` (the shared downloader: resumable, md5 check) and unpack into
 ``cfg.datasets_dir / "advance"`` as ``vision/<class>/*.jpg`` and ``sound/<class>/*.wav``.
 
 Policy, so that an interrupted or hostile download never leaves a wrong result:
 
-- a download goes to a staging folder (``.partial-<name>/``, emptied first, so a killed download's leftovers
-  are dropped), and is renamed to its final name only after its md5 matched; a wrong file is deleted;
+- a download goes to ``<name>.part`` (resumed with an HTTP Range request after an interruption) and is renamed
+  to its final name only once complete and of the right md5; a wrong file is deleted;
 - an archive already in ``downloads_dir`` is used only if its md5 matches, else it is deleted and downloaded again;
 - extraction refuses the whole archive, before writing anything, when any member is absolute, climbs out with
   ``..``, or is anything but a regular file or a folder (symbolic or hard link, device, FIFO);
@@ -24,11 +24,9 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlparse
 
-import pooch
-
-from a2i_utils.io import atomic_write_text, file_lock
+from a2i_utils.downloads import HashMismatchError, download_file
+from a2i_utils.io import CheckpointError, atomic_write_text, file_lock
 
 ZENODO = "https://zenodo.org/records/3828124/files"
 
@@ -56,21 +54,6 @@ class DownloadError(RuntimeError):
     """A download that failed or did not match its md5."""
 
 
-def local_file_downloader(url: str, output_file, pooch_obj=None, check_only: bool = False) -> bool | None:
-    """A pooch downloader for ``file://`` addresses (local mirrors and tests): copies the file."""
-    src = Path(unquote(urlparse(url).path))
-    if check_only:
-        return src.is_file()
-    if not src.is_file():
-        raise DownloadError(f"{url}: no such local file")
-    if isinstance(output_file, (str, Path)):
-        shutil.copyfile(src, output_file)
-    else:
-        with open(src, "rb") as f:
-            shutil.copyfileobj(f, output_file)
-    return None
-
-
 def md5_file(path: Path, chunk: int = 1 << 22) -> str:
     """Hex md5 of a file's bytes, read in chunks."""
     h = hashlib.md5()
@@ -83,8 +66,9 @@ def md5_file(path: Path, chunk: int = 1 << 22) -> str:
 def download(archive: Archive, downloads_dir: Path, progress: bool = True) -> Path:
     """Download ``archive`` into ``downloads_dir`` unless a file with the right md5 is there; return its path.
 
-    A file there with another md5 is deleted and downloaded again. The download itself goes to the staging folder
-    ``.partial-<name>/`` (emptied first) and is renamed to its final name only once its md5 matched.
+    A file there with another md5 is deleted and downloaded again. The download goes through the shared downloader
+    (:func:`a2i_utils.downloads.download_file`): ``<name>.part``, resumed after an interruption, renamed to its final
+    name only once complete and of the right md5 (a wrong one is deleted).
     """
     downloads_dir = Path(downloads_dir)
     final = downloads_dir / archive.name
@@ -94,35 +78,17 @@ def download(archive: Archive, downloads_dir: Path, progress: bool = True) -> Pa
                 return final
             print(f"{final}: md5 does not match the expected {archive.md5}: deleted, downloading it again")
             final.unlink()
-        staging = downloads_dir / f".partial-{archive.name}"
-        shutil.rmtree(staging, ignore_errors=True)  # what a killed download left behind
+        shutil.rmtree(downloads_dir / f".partial-{archive.name}", ignore_errors=True)  # an older a2i's staging folder
         try:
-            _retrieve(archive, staging, progress)
-            (staging / archive.name).replace(final)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            download_file(archive.url, final, progress=progress, md5=archive.md5)
+        except HashMismatchError as err:
+            raise DownloadError(f"{archive.name} from {archive.url}: md5 check failed, file refused ({err})") from err
+        except CheckpointError as err:  # no network, HTTP error, dropped connection (the part is kept)
+            raise DownloadError(
+                f"{archive.name}: download from {archive.url} failed ({err}). Run again to resume; without network, "
+                f"copy the file (md5 {archive.md5}) to {final} and run again."
+            ) from err
     return final
-
-
-def _retrieve(archive: Archive, folder: Path, progress: bool) -> Path:
-    """pooch's download of ``archive`` into ``folder`` with its md5 check; DownloadError saying what to do."""
-    if urlparse(archive.url).scheme == "file":
-        downloader = local_file_downloader
-    else:
-        downloader = pooch.HTTPDownloader(progressbar=progress)
-    try:
-        path = pooch.retrieve(
-            archive.url, known_hash=f"md5:{archive.md5}", fname=archive.name, path=folder, downloader=downloader,
-        )
-    except ValueError as err:  # pooch: hash mismatch (the wrong file is deleted, never kept)
-        raise DownloadError(f"{archive.name} from {archive.url}: md5 check failed, file refused ({err})") from err
-    except (OSError, RuntimeError) as err:  # no network, HTTP error, dropped connection (requests' are OSErrors)
-        final = folder.parent / archive.name
-        raise DownloadError(
-            f"{archive.name}: download from {archive.url} failed ({type(err).__name__}: {err}). Without network, "
-            f"copy the file (md5 {archive.md5}) to {final} and run again."
-        ) from err
-    return Path(path)
 
 
 def _member_problem(name: str, kind: str) -> str | None:

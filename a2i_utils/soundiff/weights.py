@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from a2i_utils.config import Config
-from a2i_utils.downloads import DownloadError, download_file
+from a2i_utils.downloads import DownloadError, HashMismatchError, download_file
 from a2i_utils.io import CheckpointError, atomic_write_text, file_lock, sha256_file
 
 DEFAULT_SOURCE = "sd2-community/stable-diffusion-2-1-unclip"
@@ -260,11 +260,11 @@ def fetch(cfg: Config, src: Source, progress: bool = True) -> tuple[Path, list[s
             download_file(url, folder / name, progress=progress, sha256=PINNED_SHA256.get(name),
                           private_headers=_auth())
         except DownloadError as err:
-            if err.status is not None:
-                raise unavailable(src, _http_why(src, err.status, f"downloading {name}", str(err))) from None
-            if "SHA-256" in str(err):
+            if isinstance(err, HashMismatchError):
                 raise WeightsError(f"{err} (refused: not Stability's original {name}; {src.repo} is not a faithful "
                                    "mirror, try another)") from None
+            if err.status is not None:
+                raise unavailable(src, _http_why(src, err.status, f"downloading {name}", str(err))) from None
             raise
     if not COMMIT.match(src.revision):
         atomic_write_text(_ref_file(cfg, src), commit + "\n")
