@@ -261,8 +261,9 @@ fig = figures.class_labels_figure(
 plt.show()
 
 # %% [markdown]
-# The third panel is the noise augmentation alone ($z_s - z$): at level $s$ it shrinks $z$ by $\sqrt{\bar\alpha_s}$ and
-# adds noise of standard deviation $\sqrt{1 - \bar\alpha_s}$, small next to the second panel's values.
+# The third panel is what the noise augmentation changed, $z_s - z = (\sqrt{\bar\alpha_s} - 1)\,z +
+# \sqrt{1 - \bar\alpha_s}\,\epsilon$: a shrink that grows with $z$ and a noise that does not. Where $z$ is large,
+# the shrink dominates; at unit scale (exercise 1) the noise shows.
 #
 # Those values are large for a reason that is **not** the modality gap. ImageBind returns audio embeddings at norm 20
 # (`LearnableLogitScaling(20)`, FACTS §2; `imagebind.audio_scale` picks it), image embeddings at norm 1, and the
