@@ -230,6 +230,8 @@ def test_a_local_folder_is_used_as_it_is_and_its_wrong_unet_refused_and_kept(tmp
     cfg = get_config("full", {"cache_dir": tmp_path / "cache", "soundiff.pretrained_id": str(hub_folder)})
     folder, files, _ = weights.ensure_weights(cfg, progress=False)
     assert folder == hub_folder.resolve() and set(files) - {f for f in files if f.startswith("tokenizer/")} == WANTED
+    source, rows = weights.cache_report(cfg)  # what doctor shows: the folder, its four weight files verified
+    assert source.startswith(f"local folder {hub_folder.resolve()}") and [s for s, _ in rows] == ["ok"] * 4
     monkeypatch.setattr(weights, "PINNED_SHA256", {UNET: "0" * 64})
     with pytest.raises(WeightsError, match=rf"{UNET}: SHA-256 .* differs from 0000.*pinned.*not loaded"):
         weights.ensure_weights(cfg, progress=False)
