@@ -62,6 +62,44 @@ def register(subparsers) -> None:
     m = sub.add_parser("mini-unclip", help="pretrain the demo's miniature UnCLIP (VAE, normaliser, U-Net)")
     _common(m)
     m.set_defaults(func=run_pretrain)
+    register_export(subparsers)
+
+
+def register_export(subparsers) -> None:
+    """Add ``export`` (a2i_utils.soundiff.export): a finished run as a folder plain diffusers loads, with its card."""
+    e = subparsers.add_parser("export", help="a fine-tuned SounDiff as a diffusers folder with a model card (and push)",
+                              description="Write a finished fine-tune (L, S or a run folder) as a folder that plain "
+                              "diffusers loads (a pipeline, the U-Net alone, or a LoRA file), with a generated model "
+                              "card, a sample grid and the evaluation results; optionally upload it to the hub.")
+    e.add_argument("run", metavar="RUN_OR_VARIANT", help="L, S, or a run folder checkpoints/soundiff/soundiff-...")
+    e.add_argument("--out", type=Path, required=True, help="folder to write (new, empty, or an earlier export)")
+    e.add_argument("--what", choices=("auto", "pipeline", "unet", "lora"), default="auto",
+                   help="auto: a full run as a whole pipeline, a LoRA run as a LoRA file")
+    e.add_argument("--results", type=Path, default=None, help="an a2i evaluate --out folder to put in the card")
+    e.add_argument("--push-to-hub", default=None, metavar="REPO", help="then upload to this hub repo (your token)")
+    e.add_argument("--private", action="store_true", help="create the hub repo private")
+    e.add_argument("--prompt", default=None, help="the --prompt the run was trained with, if any")
+    e.add_argument("--subset", default=None, help="the --subset the run was trained with, if any")
+    e.add_argument("--steps", type=int, default=None, help="the --steps the run was trained with, if any")
+    e.add_argument("--lora", action="store_true", help="the run was trained with --lora")
+    e.add_argument("--lora-rank", type=int, default=None)
+    _common(e)
+    e.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export (and push); print the folder and the files written."""
+    from a2i_utils.config import get_config
+    from a2i_utils.devices import cpu_threads
+    from a2i_utils.soundiff.export import export_run, push_to_hub
+
+    cfg = get_config(args.mode, overrides(args))
+    with cpu_threads(cfg.soundiff.cpu_threads if cfg.resolved_device() == "cpu" else 0):
+        out = export_run(cfg, args.run, args.out, args.what, args.results, args.prompt, args.subset, args.steps)
+    print(f"exported to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+    if args.push_to_hub:
+        print(f"pushed to {args.push_to_hub}: {push_to_hub(out, args.push_to_hub, private=args.private)}")
+    return 0
 
 
 def parse_set(items: list[str]) -> dict:
