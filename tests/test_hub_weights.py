@@ -189,6 +189,12 @@ def test_variant_fp16_fetches_the_fp16_unet_and_fp32_where_a_component_has_no_fp
     assert weights.component_variants(files) == {"unet": "fp16", "vae": None, "text_encoder": None,
                                                  "image_normalizer": None}  # (its fp16 file is a .bin: never)
     assert not (folder / "image_normalizer/diffusion_pytorch_model.fp16.bin").exists()
+    from a2i_utils.soundiff.pipeline import load_pretrained_pipeline
+
+    pipe = load_pretrained_pipeline(_cfg(tmp_path, variant="fp16"), progress=False)  # on the CPU: fp32 from fp16
+    half = _tiny_pipeline().unet.half().float().state_dict()
+    assert pipe.unet.dtype == torch.float32 and all(torch.equal(v, half[k]) for k, v in pipe.unet.state_dict().items())
+    assert pipe.key == f"sd21-unclip-{weights.PINNED_SHA256[UNET16][:16]}"
 
 
 def test_select_files_refuses_a_component_that_only_has_a_pickle():
