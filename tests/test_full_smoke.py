@@ -141,3 +141,31 @@ def test_encode_prompt_runs_where_the_text_encoder_is():
     pipe = tiny_pipe()
     pipe.text_encoder.to("meta")  # stands in for a GPU: any CPU tensor fed to it fails
     assert encode_prompt(pipe, "").device.type == "meta"
+
+
+def test_full_smoke_imagebind_is_built_only_when_something_must_be_embedded(tmp_path):
+    """Notebook 05 loads ImageBind, then finds every embedding in the cache: the 4.8 GB random ImageBind-huge was
+    built anyway, beside the pipeline (two large models at once)."""
+    import numpy as np
+    import soundfile as sf
+
+    cfg = get_config("full-smoke", {"cache_dir": tmp_path / "cache", "device": "cpu", **SMALL_IB})
+    small, builds = get_config("demo", SMALL_IB), []
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], np.full(16_000, 0.1 * (i + 1), np.float32), 16_000)
+
+    def builder():
+        builds.append(1)
+        return build_mini(small)
+
+    first = random_imagebind_huge(cfg, builder=builder)
+    assert not first.built and first.embed_dim == 32 and builds == []
+    emb = embed_files(first, paths, "audio", cfg, progress=False)  # (2, 32)
+    assert first.built and builds == [1]
+
+    again = random_imagebind_huge(cfg, builder=builder)
+    assert torch.equal(embed_files(again, paths, "audio", cfg, progress=False), emb)
+    assert not again.built and builds == [1]  # all cached: never built
+    assert again.embed("audio", torch.zeros(1, 3, 1, 128, 204)).shape == (1, 32) and again.built  # on demand
