@@ -582,8 +582,9 @@ with cpu_threads(cfg.soundiff.cpu_threads):
     sweep_audio = scale_audio(embed_files(emb, [p.audio_path for p in sweep_pairs], "audio", cfg, progress=False),
                               cfg.imagebind.audio_scale)  # (V, 1024)
     sweep = {}  # (guidance, steps) -> images (V, H, W, 3)
+    few, many = (1, 3) if MODE == "full-smoke" else (10, 50)  # the full-size smoke test: a few U-Net calls
     for g_s, n_s in [(1.0, sc.sample_steps), (3.0, sc.sample_steps), (sc.guidance_scale, sc.sample_steps),
-                     (10.0, sc.sample_steps), (sc.guidance_scale, 10), (sc.guidance_scale, 50)]:
+                     (10.0, sc.sample_steps), (sc.guidance_scale, few), (sc.guidance_scale, many)]:
         sweep[g_s, n_s] = generate(tuned_l, sweep_audio, "", n=1, seed=cfg.seed, steps=n_s, guidance=g_s,
                                    noise_level=sc.noise_level)[:, 0]
 sweep_hits = {k: (predict(clf, v) == sweep_labels).astype(float) for k, v in sweep.items()}  # (V,) each
