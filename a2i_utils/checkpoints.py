@@ -103,3 +103,73 @@ def remove_stage_checkpoint(path: Path) -> None:
     path.unlink(missing_ok=True)
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
         tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Shipped miniatures: pretrained weights in the package, each with its card
+# ----------------------------------------------------------------------------------------------------------
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"  # package data: a2i_utils/pretrained/
+SHIPPED_ENV = "A2I_NO_SHIPPED"  # set to 1: ignore the shipped miniatures and train (what `make pretrained` does)
+
+
+def card_path(name: str, folder: Path | None = None) -> Path:
+    """``<folder>/<name>.card.json``: the card of the shipped miniature ``name`` (default folder: the package's)."""
+    return Path(folder or PRETRAINED_DIR) / f"{name}.card.json"
+
+
+def read_card(name: str, folder: Path | None = None) -> dict | None:
+    """The card of a shipped miniature, or None when none is shipped; a :class:`CheckpointError` naming the file
+    when it cannot be read."""
+    path = card_path(name, folder)
+    if not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+        if not isinstance(card, dict) or not isinstance(card.get("files"), dict) or "key" not in card:
+            raise ValueError("expected an object with 'key' and 'files'")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable miniature card ({err})") from err
+    return card
+
+
+def hash_problems(card: dict, folder: Path | None = None) -> list[str]:
+    """Each shipped file of ``card`` that is missing or whose SHA-256 differs from the card's, as a line."""
+    from a2i_utils.io import sha256_file
+
+    folder = Path(folder or PRETRAINED_DIR)
+    problems = []
+    for rel, want in sorted(card["files"].items()):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif (got := sha256_file(path)) != want:
+            problems.append(f"{path}: SHA-256 {got[:12]}..., the card says {want[:12]}... (a Git LFS pointer? a "
+                            "changed file?)")
+    return problems
+
+
+def find_shipped(name: str, key: str, what: str, folder: Path | None = None) -> Path | None:
+    """The folder of the shipped miniature ``name`` when it is the one asked for (same cache key: same recipe,
+    seed and data) and every file has the card's SHA-256; else None, saying why (the caller then trains).
+
+    ``what`` names the model in the messages. ``A2I_NO_SHIPPED=1`` ignores the shipped miniatures.
+    """
+    import os
+
+    folder = Path(folder or PRETRAINED_DIR)
+    if os.environ.get(SHIPPED_ENV, "") not in ("", "0"):
+        print(f"{SHIPPED_ENV} is set: the shipped {what} is not used")
+        return None
+    card = read_card(name, folder)
+    if card is None:
+        return None
+    if card["key"] != key:
+        print(f"The shipped {what} ({card['key']}) was made with another recipe or data than this config's ({key}): "
+              f"training it as the config says (see {card_path(name, folder).name})")
+        return None
+    problems = hash_problems(card, folder)
+    if problems:
+        print(f"The shipped {what} fails its hash check, training it instead:\n  " + "\n  ".join(problems))
+        return None
+    print(f"Loading the shipped pretrained {what} {key} (SHA-256 checked against {card_path(name, folder).name})")
+    return folder

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from a2i_utils.checkpoints import StageCheckpoint, remove_stage_checkpoint
+from a2i_utils.checkpoints import StageCheckpoint, find_shipped, remove_stage_checkpoint
 from a2i_utils.compat import import_imagebind
 from a2i_utils.config import Config, ImageBindConfig
 from a2i_utils.data import CLASSES
@@ -54,6 +54,8 @@ BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second: in a noteboo
 # and thousands of them overflow the kernel's message queue (nbval then loses the end of the cell)
 MODEL_VERSION = 1  # part of the miniature's cache key: bump when the training code changes but not the shapes
 NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
+SHIPPED_NAME = "imagebind_mini"  # a2i_utils/pretrained/imagebind_mini.card.json (scripts/pretrain_miniatures.py)
+SHIPPED_FILE = "imagebind_mini.safetensors"
 
 
 def build_mini(cfg: Config) -> nn.Module:
@@ -80,15 +82,19 @@ def build_mini(cfg: Config) -> nn.Module:
     )
 
 
+def recipe_config(cfg: Config) -> dict:
+    """The fields of ``cfg.imagebind`` that make the miniature (its sizes and training), as in its key and card."""
+    return {k: v for k, v in dataclasses.asdict(cfg.imagebind).items()
+            if (k.startswith("mini_") or k == "embed_dim") and k not in NOT_IN_KEY}
+
+
 def mini_key(cfg: Config, pairs) -> str:
     """The miniature's cache key (``mini-v<MODEL_VERSION>-<hash>``): config, seed, the data's bytes, prompt."""
-    ib = {k: v for k, v in dataclasses.asdict(cfg.imagebind).items()
-          if (k.startswith("mini_") or k == "embed_dim") and k not in NOT_IN_KEY}
     data = [(p.id, p.label, p.split, sha256_file(p.image_path), sha256_file(p.audio_path))  # the bytes, not names
             for p in sorted(pairs, key=lambda p: (p.label, p.id))]
     captions = sorted(_captions(pairs).items())
-    return cache_key("mini", MODEL_VERSION, {"imagebind": ib, "seed": cfg.seed, "data": data, "prompt": PROMPT,
-                                             "captions": captions})
+    return cache_key("mini", MODEL_VERSION, {"imagebind": recipe_config(cfg), "seed": cfg.seed, "data": data,
+                                             "prompt": PROMPT, "captions": captions})
 
 
 def _captions(pairs) -> dict[str, str]:
@@ -133,7 +139,8 @@ def load_mini_weights(model: nn.Module, path: Path) -> dict:
 
 
 def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embedder:
-    """The miniature ImageBind of ``cfg``: loaded from the cache if trained before, else trained and saved.
+    """The miniature ImageBind of ``cfg``: the shipped one (``a2i_utils/pretrained/``) when it was made with this very
+    config and data (hash checked), else loaded from the cache if trained before, else trained and saved.
 
     Training holds a lock on the final file: a second process asking for the same miniature meanwhile waits,
     then loads what the first one saved.
@@ -146,7 +153,10 @@ def load_or_train_mini(cfg: Config, dataset=None, progress: bool = True) -> Embe
     torch.manual_seed(cfg.seed)
     model = build_mini(cfg)
     info = None
-    if not final.is_file():
+    shipped = None if final.is_file() else find_shipped(SHIPPED_NAME, key, "miniature ImageBind")
+    if shipped is not None:
+        info = load_mini_weights(model, shipped / SHIPPED_FILE)
+    elif not final.is_file():
         with waiting_lock(final, f"{final.name} is being trained by another process: waiting for it to finish"):
             if not final.is_file():
                 print(f"No checkpoint {final.name} yet: training the miniature ImageBind")
@@ -249,12 +259,13 @@ def _optimise(loss: torch.Tensor, opt, sched, losses: list[float], bar) -> None:
 
 def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed: int,
                       progress: bool = True, captions: Sequence[str] | None = None,
-                      checkpoint: Path | None = None) -> list[float]:
+                      checkpoint: Path | None = None, stop_after: int | None = None) -> list[float]:
     """Stage 1: CLIP-style cross-entropy of images against the prompts of the 13 scene classes.
 
     With ``captions`` (one per image), a second cross-entropy over the distinct captions is added, so the
     image embedding also tells apart what the captions describe. With ``checkpoint`` (a path), an in-stage
-    checkpoint is saved there every ``ib.mini_checkpoint_every`` steps and resumed from if present.
+    checkpoint is saved there every ``ib.mini_checkpoint_every`` steps and resumed from if present. ``stop_after``:
+    stop after that many steps of the same schedule (the first losses of the recipe, for the shipped weights' test).
     """
     params = _set_trainable(model, ("vision", "text"))
     opt = torch.optim.AdamW(params, lr=ib.mini_lr, weight_decay=0.05)
@@ -272,6 +283,8 @@ def train_vision_text(model, images, labels, classes, ib: ImageBindConfig, seed:
     desc = "mini ImageBind stage 1: vision+text"
     bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, mininterval=BAR_INTERVAL_S)
     for step, perm, idx in epoch_batches(n, bs, ib.mini_vision_epochs, gen, start, resumed_perm):
+        if stop_after is not None and step >= stop_after:
+            break
         out = model({"vision": augment_images(images[idx], gen), "text": tokens})
         logits = out["vision"] @ out["text"].T  # (B, 13 + K): unit image x scaled text = cosine * logit scale
         loss = F.cross_entropy(logits[:, : len(prompts)], labels[idx])
@@ -312,12 +325,13 @@ def infonce(audio: torch.Tensor, image: torch.Tensor, groups: torch.Tensor | Non
 
 
 def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress: bool = True,
-                groups: torch.Tensor | None = None, checkpoint: Path | None = None) -> list[float]:
+                groups: torch.Tensor | None = None, checkpoint: Path | None = None,
+                stop_after: int | None = None) -> list[float]:
     """Stage 2: the audio tower against the frozen image embeddings of the same pairs, InfoNCE over the batch.
 
     Each step uses one random clip of the 3 per recording (a cheap augmentation, 3x faster); the model
     averages all 3 at inference, as ImageBind does. ``groups`` (N,): each pair's recording (see
-    :func:`infonce`); None treats every pair as its own recording. ``checkpoint``: as in
+    :func:`infonce`); None treats every pair as its own recording. ``checkpoint``, ``stop_after``: as in
     :func:`train_vision_text`.
     """
     params = _set_trainable(model, ("audio",))
@@ -333,6 +347,8 @@ def train_audio(model, audio, targets, ib: ImageBindConfig, seed: int, progress:
     bar = tqdm(total=steps, initial=start, desc="mini ImageBind stage 2: audio", disable=not progress,
                mininterval=BAR_INTERVAL_S)
     for step, perm, idx in epoch_batches(n, bs, ib.mini_audio_epochs, gen, start, resumed_perm):
+        if stop_after is not None and step >= stop_after:
+            break
         clip = torch.randint(0, audio.shape[1], (len(idx),), generator=gen)
         x = audio[idx, clip].unsqueeze(1)  # (B, 1, 1, 128, 204): one clip per recording
         loss = infonce(model({"audio": x})["audio"], targets[idx], None if groups is None else groups[idx])

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from a2i_utils.checkpoints import StageCheckpoint, remove_stage_checkpoint
+from a2i_utils.checkpoints import StageCheckpoint, find_shipped, remove_stage_checkpoint
 from a2i_utils.config import Config, SounDiffConfig
 from a2i_utils.devices import cpu_threads
 from a2i_utils.io import atomic_dir, atomic_write_text, cache_key, sha256_file, waiting_lock
@@ -42,6 +42,7 @@ from a2i_utils.soundiff.latents import dihedral_views, encode_latent_dist, image
 
 MODEL_VERSION = 1
 NOT_IN_KEY = ("mini_checkpoint_every",)  # how often progress is saved never changes the weights
+SHIPPED_NAME = "mini_unclip"  # a2i_utils/pretrained/mini_unclip.card.json (scripts/pretrain_miniatures.py)
 BAR_INTERVAL_S = 1.0  # progress bars redraw at most once a second (nbval chokes on thousands of messages)
 TEXT_MAX_LEN = 20  # tokens (characters) of a prompt in the miniature (the real tokenizer: 77 BPE tokens)
 KL_WEIGHT = 1e-6  # VAE: weight of the KL term (as Stable Diffusion's autoencoder)
@@ -131,11 +132,12 @@ def build_unet(sc: SounDiffConfig, embed_dim: int, latent_size: int):
 # Images and latents
 # ----------------------------------------------------------------------------------------------------------
 def train_vae(vae, images: torch.Tensor, sc: SounDiffConfig, seed: int, progress: bool = True,
-              checkpoint: Path | None = None) -> list[float]:
+              checkpoint: Path | None = None, stop_after: int | None = None) -> list[float]:
     """Reconstruction (MSE) + a small KL term, AdamW with cosine decay, random flips and quarter turns.
 
     With ``checkpoint`` (a path), an in-stage checkpoint is saved there every ``sc.mini_checkpoint_every`` steps
-    and resumed from if present.
+    and resumed from if present. ``stop_after``: stop after that many steps of the same schedule (the recipe's first
+    losses, for the shipped weights' test).
     """
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=sc.mini_lr, weight_decay=0.0)
@@ -147,6 +149,8 @@ def train_vae(vae, images: torch.Tensor, sc: SounDiffConfig, seed: int, progress
     bar = tqdm(range(start, sc.mini_vae_steps), total=sc.mini_vae_steps, initial=start, desc="mini UnCLIP: VAE",
                disable=not progress, mininterval=BAR_INTERVAL_S)
     for step in bar:
+        if stop_after is not None and step >= stop_after:
+            break
         idx = torch.randint(0, len(images), (sc.mini_batch,), generator=gen)
         view = int(torch.randint(0, 8, (1,), generator=gen))
         x = dihedral_views(images[idx])[view]  # (B, 3, H, W)
@@ -176,12 +180,12 @@ def ema_update(ema, model, decay: float) -> None:
 
 def pretrain_unet(pipe, latent_mean: torch.Tensor, latent_std: torch.Tensor, embeds: torch.Tensor,
                   sc: SounDiffConfig, seed: int, progress: bool = True,
-                  checkpoint: Path | None = None) -> tuple[object, dict]:
+                  checkpoint: Path | None = None, stop_after: int | None = None) -> tuple[object, dict]:
     """Train ``pipe.unet`` on (latent views (8, N, 4, h, w), embeddings (N, D)); return its EMA copy and history.
 
     Each sample: a random view of a random training image, a random unCLIP embedding noise level in
     ``[0, mini_max_noise_level]``, the condition dropped with probability ``mini_cond_dropout``. With
-    ``checkpoint``: in-stage checkpoints (U-Net, EMA, optimiser, ...) as in :func:`train_vae`.
+    ``checkpoint``: in-stage checkpoints (U-Net, EMA, optimiser, ...) as in :func:`train_vae`; ``stop_after`` too.
     """
     from a2i_utils.soundiff.training import diffusion_loss, noise_scheduler_of
 
@@ -201,6 +205,8 @@ def pretrain_unet(pipe, latent_mean: torch.Tensor, latent_std: torch.Tensor, emb
     bar = tqdm(range(start, sc.mini_unet_steps), total=sc.mini_unet_steps, initial=start, desc="mini UnCLIP: U-Net",
                disable=not progress, mininterval=BAR_INTERVAL_S)
     for step in bar:
+        if stop_after is not None and step >= stop_after:
+            break
         idx = torch.randint(0, n, (sc.mini_batch,), generator=gen)
         view = torch.randint(0, 8, (sc.mini_batch,), generator=gen)
         mean, std = latent_mean[view, idx], latent_std[view, idx]  # (B, 4, h, w)
@@ -238,11 +244,16 @@ def data_fingerprint(pairs) -> list:
     return [(p.id, p.label, p.split, sha256_file(p.image_path)) for p in sorted(pairs, key=lambda p: (p.label, p.id))]
 
 
+def recipe_config(cfg: Config) -> dict:
+    """The fields of ``cfg.soundiff`` that make the miniature (sizes, pretraining), as in its key and card."""
+    return {k: v for k, v in dataclasses.asdict(cfg.soundiff).items()
+            if (k.startswith("mini_") or k == "image_size") and k not in NOT_IN_KEY}
+
+
 def mini_unclip_key(cfg: Config, pairs, imagebind_identity: str) -> str:
     """``mini_unclip-v<MODEL_VERSION>-<hash>``: the soundiff config's mini fields, image size, seed, ImageBind, data."""
-    sc = {k: v for k, v in dataclasses.asdict(cfg.soundiff).items()
-          if (k.startswith("mini_") or k == "image_size") and k not in NOT_IN_KEY}
-    payload = {"soundiff": sc, "seed": cfg.seed, "imagebind": imagebind_identity, "data": data_fingerprint(pairs)}
+    payload = {"soundiff": recipe_config(cfg), "seed": cfg.seed, "imagebind": imagebind_identity,
+               "data": data_fingerprint(pairs)}
     return cache_key("mini_unclip", MODEL_VERSION, payload)
 
 
@@ -295,7 +306,9 @@ def load_components(folder: Path):
 
 
 def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bool = True):
-    """The miniature UnCLIP pipeline of ``cfg``: loaded if pretrained before, else pretrained and saved.
+    """The miniature UnCLIP pipeline of ``cfg``: the shipped one (``a2i_utils/pretrained/mini_unclip/``) when it was
+    made with this very config, ImageBind and data (hashes checked), else loaded if pretrained before, else pretrained
+    and saved.
 
     Pretraining holds a lock on the folder: a second process asking for the same miniature meanwhile waits,
     then loads what the first one saved.
@@ -308,7 +321,10 @@ def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bo
     key = mini_unclip_key(cfg, dataset.pairs, embedder.identity)
     folder = mini_dir(cfg, key)
     pipe = None
-    if not (folder / "info.json").is_file():
+    shipped = None if (folder / "info.json").is_file() else find_shipped(SHIPPED_NAME, key, "miniature UnCLIP")
+    if shipped is not None:
+        pipe = load_components(shipped / SHIPPED_NAME)
+    elif not (folder / "info.json").is_file():
         with waiting_lock(folder, f"{key} is being trained by another process: waiting for it to finish"):
             if not (folder / "info.json").is_file():
                 print(f"No pretrained miniature UnCLIP {key} yet: pretraining it")
@@ -321,12 +337,33 @@ def load_or_pretrain_mini(cfg: Config, dataset=None, embedder=None, progress: bo
     return pipe
 
 
+def unet_stage_inputs(cfg: Config, vae, images: torch.Tensor, embeds: torch.Tensor):
+    """What the U-Net stage starts from: the pipeline (fresh seeded U-Net, the trained VAE, tokenizer and text
+    encoder, normaliser statistics of ``embeds`` (N, D)) and the VAE posteriors of the 8 views of ``images``."""
+    from a2i_utils.soundiff.assembly import assemble
+
+    sc = cfg.soundiff
+    tokenizer = offline_tokenizer(TEXT_MAX_LEN)
+    text_encoder = tiny_text_encoder(len(tokenizer), sc.mini_text_dim, TEXT_MAX_LEN, cfg.seed)
+    torch.manual_seed(cfg.seed)
+    latent_size = sc.image_size // 2 ** (len(sc.mini_vae_channels) - 1)
+    unet = build_unet(sc, embeds.shape[1], latent_size)
+    pipe = assemble(unet, vae, text_encoder, tokenizer, embeds.shape[1], sc.image_size,
+                    scheduler_config=None)
+    pipe.image_normalizer.mean.data.copy_(embeds.mean(0, keepdim=True))  # (1, D)
+    pipe.image_normalizer.std.data.copy_(embeds.std(0, keepdim=True).clamp(min=1e-6))  # (1, D)
+    views = dihedral_views(images)  # (8, N, 3, H, W)
+    dist = [encode_latent_dist(vae, v) for v in views]
+    latent_mean = torch.stack([m for m, _ in dist])  # (8, N, 4, h, w)
+    latent_std = torch.stack([s for _, s in dist])
+    return pipe, latent_mean, latent_std
+
+
 def pretrain_mini(cfg: Config, dataset, embedder, folder: Path, progress: bool = True):
     """VAE (kept as a stage), normaliser statistics, then the U-Net on vision embeddings; saved atomically."""
     from diffusers import AutoencoderKL
 
     from a2i_utils.imagebind.cache import embed_files
-    from a2i_utils.soundiff.assembly import assemble
 
     sc, train = cfg.soundiff, dataset.train
     images = image_tensor([p.image_path for p in train], sc.image_size)  # (N, 3, H, W)
@@ -349,19 +386,7 @@ def pretrain_mini(cfg: Config, dataset, embedder, folder: Path, progress: bool =
                                          atomic_write_text(tmp / "vae_info.json", json.dumps(info))))
         remove_stage_checkpoint(vae_progress)
     embeds = embed_files(embedder, [p.image_path for p in train], "vision", cfg, progress=progress)  # (N, D)
-    tokenizer = offline_tokenizer(TEXT_MAX_LEN)
-    text_encoder = tiny_text_encoder(len(tokenizer), sc.mini_text_dim, TEXT_MAX_LEN, cfg.seed)
-    torch.manual_seed(cfg.seed)
-    latent_size = sc.image_size // 2 ** (len(sc.mini_vae_channels) - 1)
-    unet = build_unet(sc, embeds.shape[1], latent_size)
-    pipe = assemble(unet, vae, text_encoder, tokenizer, embeds.shape[1], sc.image_size,
-                    scheduler_config=None)
-    pipe.image_normalizer.mean.data.copy_(embeds.mean(0, keepdim=True))  # (1, D)
-    pipe.image_normalizer.std.data.copy_(embeds.std(0, keepdim=True).clamp(min=1e-6))  # (1, D)
-    views = dihedral_views(images)  # (8, N, 3, H, W)
-    dist = [encode_latent_dist(vae, v) for v in views]
-    latent_mean = torch.stack([m for m, _ in dist])  # (8, N, 4, h, w)
-    latent_std = torch.stack([s for _, s in dist])
+    pipe, latent_mean, latent_std = unet_stage_inputs(cfg, vae, images, embeds)
     t0 = time.time()
     unet_progress = folder.with_name(folder.name + "-unet-progress.safetensors")
     ema, history = pretrain_unet(pipe, latent_mean, latent_std, embeds, sc, cfg.seed, progress, unet_progress)
