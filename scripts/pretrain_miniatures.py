@@ -90,21 +90,21 @@ def write_card(out: Path, name: str, card: dict) -> None:
     atomic_write_text(card_path(name, out), json.dumps(card, indent=1) + "\n")
 
 
-def common(cfg, dataset, seconds: float) -> dict:
+def common(cfg, dataset, seconds: float, code: dict) -> dict:
     d = cfg.data
     return {
         "seed": cfg.seed,
         "data": {"tree": dataset.root.name, "pairs": len(dataset.pairs), "train_pairs": len(dataset.train),
                  "split": {"by": "base id (place), per class", "val_fraction": d.val_fraction,
                            "test_fraction": d.test_fraction}},
-        "code": git_state(),
+        "code": code,  # taken when training started
         "made": {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
                  "torch": __import__("torch").__version__, "python": platform.python_version(),
                  "machine": platform.machine(), "torch_threads": 1},
     }
 
 
-def ship_imagebind(cfg, dataset, embedder, out: Path, seconds: float) -> dict:
+def ship_imagebind(cfg, dataset, embedder, out: Path, seconds: float, code: dict) -> dict:
     """Copy the trained miniature ImageBind into ``out`` and write its card and loss plot."""
     from a2i_utils.imagebind import mini
     from a2i_utils.io import atomic_write, sha256_file
@@ -123,7 +123,7 @@ def ship_imagebind(cfg, dataset, embedder, out: Path, seconds: float) -> dict:
                 "vision+text CLIP on scene prompts and captions, stage 2 audio InfoNCE against the frozen image "
                 "embeddings; trained on the train split of the demo world",
         "key": embedder.identity, "model_version": mini.MODEL_VERSION, "config": mini.recipe_config(cfg),
-        **common(cfg, dataset, seconds),
+        **common(cfg, dataset, seconds, code),
         "steps": {k: len(v) for k, v in losses.items()}, "losses": losses,
         "stage_seconds": {"vision": info.get("vision_seconds"), "audio": info.get("audio_seconds")},
         "loss_plot": f"{mini.SHIPPED_NAME}.loss.png",
@@ -134,7 +134,7 @@ def ship_imagebind(cfg, dataset, embedder, out: Path, seconds: float) -> dict:
     return card
 
 
-def ship_unclip(cfg, dataset, pipe, imagebind_key: str, out: Path, seconds: float) -> dict:
+def ship_unclip(cfg, dataset, pipe, imagebind_key: str, out: Path, seconds: float, code: dict) -> dict:
     """Copy the pretrained miniature UnCLIP's folder into ``out/mini_unclip`` and write its card and loss plot."""
     from a2i_utils.io import atomic_dir
     from a2i_utils.soundiff import mini
@@ -152,7 +152,7 @@ def ship_unclip(cfg, dataset, pipe, imagebind_key: str, out: Path, seconds: floa
                 "an unCLIP decoder on those embeddings; frozen random tiny text encoder; train split of the demo world",
         "key": pipe.key, "model_version": mini.MODEL_VERSION, "imagebind": imagebind_key,
         "config": mini.recipe_config(cfg),
-        **common(cfg, dataset, seconds),
+        **common(cfg, dataset, seconds, code),
         "steps": {k: len(v) for k, v in losses.items()}, "losses": losses,
         "stage_seconds": {"vae": info.get("vae_seconds"), "unet": info.get("unet_seconds")},
         "loss_plot": f"{mini.SHIPPED_NAME}.loss.png",
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     from a2i_utils.imagebind.mini import load_or_train_mini
     from a2i_utils.soundiff.mini import load_or_pretrain_mini
 
+    code = git_state()
     cfg = get_config("demo", {"cache_dir": args.cache} if args.cache else {})
     dataset = prepare_dataset(cfg)
     print(dataset.summary().splitlines()[0])
@@ -185,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     pipe = load_or_pretrain_mini(cfg, dataset, embedder)
     t2 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    cards = [ship_imagebind(cfg, dataset, embedder, args.out, t1 - t0),
-             ship_unclip(cfg, dataset, pipe, embedder.identity, args.out, t2 - t1)]
+    cards = [ship_imagebind(cfg, dataset, embedder, args.out, t1 - t0, code),
+             ship_unclip(cfg, dataset, pipe, embedder.identity, args.out, t2 - t1, code)]
     total = sum((args.out / rel).stat().st_size for c in cards for rel in c["files"])
     for c in cards:
         print(f"{c['name']}: {c['key']}, steps {c['steps']}, last losses "
