@@ -295,6 +295,45 @@ def check_embed(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
     return problems
 
 
+# The latent pass before fine-tuning (a2i_utils.soundiff.latents): the VAE encodes soundiff.latent_batch images
+# at a time, whatever the number of pairs, and the cache keeps each image's posterior mean and std in float16.
+ADVANCE_TRAIN_PAIRS = 4_570  # SounDiff-L's training pairs (FACTS: 80 epochs x ~4,570 pairs); SounDiff-S: ~260
+LATENT_PASS_GIB_PER_IMAGE = 3.0  # VAE encoder activations per 768 px image in float32 (estimate)
+
+
+def latent_cache_gb(cfg: Config, pairs: int = ADVANCE_TRAIN_PAIRS) -> float:
+    """GB of cached latents: per pair and view, mean and std of 4 x (size/8)^2 in float16 (768 px: 147 KB)."""
+    side = cfg.soundiff.image_size // 8
+    return pairs * cfg.soundiff.views * 2 * 4 * side * side * 2 / GB
+
+
+def latent_pass_gpu_gib(cfg: Config) -> float:
+    """Estimated peak GPU GiB of the latent pass: the pipeline's weights + the VAE encoding ``latent_batch`` images."""
+    sc = cfg.soundiff
+    weights = _weights_gib(sum(UNCLIP_PARAMS.values()), sc.dtype)
+    per_image = LATENT_PASS_GIB_PER_IMAGE * (sc.image_size / 768) ** 2 * (1.0 if sc.dtype == "float32" else 0.5)
+    return weights + per_image * sc.latent_batch
+
+
+def _latent_pass(cfg: Config, m: Machine) -> list[Problem]:
+    """Problems of the latent pass: its GPU memory, and the cache's disk for the latents of ADVANCE's pairs."""
+    problems = []
+    need = latent_pass_gpu_gib(cfg)
+    if m.cuda and need + CUDA_CONTEXT_GIB > m.gpu_free_gib:
+        problems.append(Problem("finetune", f"encoding the training images ({cfg.soundiff.latent_batch} at a time) "
+                                            f"needs about {need:.1f} GiB of GPU memory (estimate), "
+                                            f"{m.gpu_free_gib:.1f} GiB is free",
+                                "set soundiff.latent_batch=1, soundiff.dtype='float16', or free the GPU"))
+    disk = latent_cache_gb(cfg)
+    free = m.disk_free_gb.get(str(cfg.cache_dir), _disk_free_gb(cfg.cache_dir))
+    if free < disk * 1.05:
+        problems.append(Problem("finetune", f"{cfg.cache_dir} has {free:.2f} GB free, the latents of "
+                                            f"{ADVANCE_TRAIN_PAIRS:,} pairs x {cfg.soundiff.views} view(s) need "
+                                            f"{disk:.2f} GB",
+                                "free disk space, or put the cache on a larger disk with A2I_CACHE=/big/disk/a2i"))
+    return problems
+
+
 def check_finetune(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
     """The U-Net fine-tune: a GPU, bf16, the option's measured peak against GPU memory, the weights."""
     if cfg.soundiff.model != "sd21-unclip":
@@ -304,6 +343,7 @@ def check_finetune(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
     if m.cuda:
         problems += _finetune_memory(cfg, m)
     problems += _cpu_memory("finetune", m, MEMORY_NOTES["unclip_load_cpu_gb"], "The SD 2.1 UnCLIP pipeline")
+    problems += _latent_pass(cfg, m)
     problems += _check_unclip_weights("finetune", cfg, m, probe)
     return problems
 
