@@ -335,7 +335,8 @@ def _latent_pass(cfg: Config, m: Machine) -> list[Problem]:
 
 
 def check_finetune(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
-    """The U-Net fine-tune: a GPU, bf16, the option's measured peak against GPU memory, the weights."""
+    """The U-Net fine-tune: a GPU, bf16, the option's measured peak against GPU memory, the latent pass (its GPU
+    memory, the latents' disk), the weights."""
     if cfg.soundiff.model != "sd21-unclip":
         return []
     problems = _needs_gpu("finetune", m, "the full-size U-Net takes ~22 s for one forward pass at 768 px on a CPU")
