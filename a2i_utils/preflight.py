@@ -343,8 +343,8 @@ def check_finetune(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
     problems += _bf16("finetune", m, cfg.soundiff.dtype, "soundiff.dtype")
     if m.cuda:
         problems += _finetune_memory(cfg, m)
-    problems += _cpu_memory("finetune", m, MEMORY_NOTES["unclip_load_cpu_gb"], "The SD 2.1 UnCLIP pipeline")
     problems += _latent_pass(cfg, m)
+    problems += _cpu_memory("finetune", m, MEMORY_NOTES["unclip_load_cpu_gb"], "The SD 2.1 UnCLIP pipeline")
     problems += _check_unclip_weights("finetune", cfg, m, probe)
     return problems
 
