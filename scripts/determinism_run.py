@@ -146,7 +146,7 @@ def stage_metrics(cfg, ds, emb, tuned, out: dict) -> None:
     sc = cfg.soundiff
     images = generate(tuned, scale_audio(ctx.audio, cfg.imagebind.audio_scale), n=sc.eval_seeds, seed=cfg.seed,
                       steps=sc.sample_steps, guidance=sc.guidance_scale, noise_level=sc.noise_level)
-    res = evaluate_images(ctx, "SounDiff-L", images, n_boot_set=10)
+    res = evaluate_images(ctx, "SounDiff-L", images)
     for name, values in res.per_recording.items():
         out[name] = torch.from_numpy(np.asarray(values, dtype=np.float64))  # (N,) AIS, IIS, AIC
     out["summary"] = {k: [v[0], list(v[1])] for k, v in res.summary(n_boot=200).items()}  # FD, KD and the rest

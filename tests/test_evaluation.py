@@ -9,15 +9,14 @@ import pytest
 import torch
 
 from a2i_utils.evaluation.metrics import (
-    Precomputed,
     SystemResult,
-    feature_distances,
+    frechet_distance,
     per_recording,
     rank_scores,
     set_metric_ci,
     spread_over_classes,
 )
-from a2i_utils.evaluation.report import table_rows, to_csv, to_markdown, verdict
+from a2i_utils.evaluation.report import difference_rows, differences_markdown, table_rows, to_csv, to_markdown, verdict
 from a2i_utils.evaluation.rerank import audio_image_similarity, best_index, rerank_table
 
 
@@ -75,14 +74,19 @@ def test_spread_over_classes_is_round_robin():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# FD / KD with torchmetrics
+# FD / KD (their intervals: tests/test_metric_intervals.py)
 # ----------------------------------------------------------------------------------------------------------
+def distances(real: torch.Tensor, fake: torch.Tensor) -> dict:
+    """FD and KD of real (N, F) against fake (N, F), one image per recording."""
+    return {k: v for k, (v, _) in set_metric_ci(real, fake, n=1)[0].items()}
+
+
 def test_feature_distances_grow_with_a_shift():
     g = torch.Generator().manual_seed(0)
     real = torch.randn(200, 8, generator=g, dtype=torch.float64)
     same = torch.randn(200, 8, generator=g, dtype=torch.float64)
     far = same + 2.0
-    near_d, far_d = feature_distances(real, same), feature_distances(real, far)
+    near_d, far_d = distances(real, same), distances(real, far)
     assert 0 <= near_d["FD"] < 1.0 < far_d["FD"]
     assert far_d["FD"] == pytest.approx(8 * 4.0, rel=0.25)  # ||mu_r - mu_f||^2 = 8 * 2^2
     assert abs(near_d["KD"]) < 0.05 < far_d["KD"]
@@ -96,33 +100,34 @@ def test_fd_equals_the_closed_form_for_gaussians():
     ca, cb = np.cov(a.T.numpy()), np.cov(b.T.numpy())
     want = ((a.mean(0) - b.mean(0)) ** 2).sum().item() + np.trace(ca + cb - 2 * np.diag(np.sqrt(np.diag(ca) *
                                                                                                np.diag(cb))))
-    assert feature_distances(a, b)["FD"] == pytest.approx(want, rel=0.02)
+    assert float(frechet_distance(a, b)) == pytest.approx(want, rel=0.02)
 
 
-def test_set_metric_intervals_contain_the_point_estimate():
+def test_set_metric_intervals_contain_the_estimate_and_lie_in_the_valid_range():
+    """The jackknife interval is centred on its estimate (the old bootstrap's lay above it); FD's starts at >= 0."""
     g = torch.Generator().manual_seed(2)
     real = torch.randn(30, 4, generator=g, dtype=torch.float64)
     fake = torch.randn(60, 4, generator=g, dtype=torch.float64) + 0.5
-    out = set_metric_ci(real, fake, n=2, n_boot=30)
+    out, loo = set_metric_ci(real, fake, n=2)
     for k in ("FD", "KD"):
         point, (lo, hi) = out[k]
-        assert lo <= hi
-        assert lo <= point * 1.5 + 0.05  # the bootstrap of a biased statistic is shifted, but not absurdly
-    assert out["FD"][0] >= 0
-
-
-def test_precomputed_passes_features_through():
-    x = torch.randn(3, 5)
-    assert torch.equal(Precomputed(5)(x), x)
+        assert lo < point < hi
+        assert loo[k].shape == (30,)
+    assert out["FD"][1][0] >= 0
+    near, _ = set_metric_ci(real, torch.randn(60, 4, generator=g, dtype=torch.float64), n=2)
+    assert 0.0 <= near["FD"][1][0] < near["FD"][0]  # clipped at 0, never below
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Table and verdicts
 # ----------------------------------------------------------------------------------------------------------
-def result(name, aic, fd=(1.0, (0.8, 1.2))):
+def result(name, aic, fd_loo=None):
+    """A system's result with AIC ``aic`` (N,) and, when given, FD's leave-one-out values around FD = mean(fd_loo)."""
     aic = np.asarray(aic, dtype=float)
+    loo = {} if fd_loo is None else {"FD": np.asarray(fd_loo, dtype=float), "KD": np.zeros(len(aic))}
+    fd = float(np.mean(fd_loo)) if fd_loo is not None else 1.0
     return SystemResult(name, {"AIS": np.full_like(aic, 0.5), "IIS": np.full_like(aic, 0.5), "AIC": aic},
-                        {"FD": fd, "KD": (0.1, (0.05, 0.15))})
+                        {"FD": (fd, (fd - 0.2, fd + 0.2)), "KD": (0.0, (-0.05, 0.05))}, None, loo)
 
 
 def test_a_win_inside_the_interval_is_not_called_better():
@@ -135,11 +140,30 @@ def test_a_win_inside_the_interval_is_not_called_better():
     assert verdict(clearly, a, "AIC")["verdict"] == "c better"
 
 
-def test_fd_verdicts_use_non_overlapping_intervals_and_lower_is_better():
-    a, b = result("a", [1, 0], fd=(5.0, (4.0, 6.0))), result("b", [1, 0], fd=(2.0, (1.0, 3.0)))
-    assert verdict(a, b, "FD")["verdict"] == "b better"
-    c = result("c", [1, 0], fd=(4.5, (3.5, 5.5)))
-    assert verdict(a, c, "FD")["verdict"] == "no clear difference"
+def test_fd_verdicts_come_from_the_paired_difference_and_lower_is_better():
+    """Overlapping intervals, yet b is lower on every recording left out: the paired jackknife calls it better."""
+    rng = np.random.default_rng(0)
+    shared = 5.0 + rng.normal(0, 1.0, 20)  # what both systems share (the recordings drawn) moves FD a lot
+    a = result("a", [1, 0] * 10, fd_loo=shared)
+    b = result("b", [1, 0] * 10, fd_loo=shared - 0.3 + rng.normal(0, 0.01, 20))
+    v = verdict(a, b, "FD")
+    assert v["diff"] == pytest.approx(-0.3, abs=0.02) and v["ci"][1] < 0 and v["verdict"] == "b better"
+    assert verdict(b, a, "FD")["verdict"] == "b better"
+    noisy = result("c", [1, 0] * 10, fd_loo=shared - 0.3 + rng.normal(0, 0.5, 20))
+    assert verdict(a, noisy, "FD")["verdict"] == "no clear difference"
+
+
+def test_difference_rows_compare_every_system_with_the_baseline():
+    rng = np.random.default_rng(1)
+    shared = 5.0 + rng.normal(0, 1.0, 20)
+    reference = SystemResult("reference", result("r", [1] * 20).per_recording,
+                             {k: (float("nan"), (float("nan"), float("nan"))) for k in ("FD", "KD")})
+    base, tuned = result("baseline", [0, 1] * 10, fd_loo=shared), result("tuned", [1] * 20, fd_loo=shared - 1)
+    rows = difference_rows([reference, base, tuned], "baseline")
+    assert [(r["b"], r["metric"]) for r in rows] == [("tuned", m) for m in ("AIS", "IIS", "AIC", "FD", "KD")]
+    md = differences_markdown(rows)
+    assert "| tuned | FD | -1.000 [-1.000, -1.000] | tuned better |" in md
+    assert "| tuned | AIC | +0.500 [" in md
 
 
 def test_table_has_every_metric_with_intervals_and_renders():

@@ -46,7 +46,7 @@ def label(system: str, prompt: str) -> str:
 
 def evaluate_systems(loader: Loader, systems: Sequence[str], prompts: Sequence[str] = ("",),
                      n_recordings: int | None = None, seeds: int | None = None, rerank_n: int = 0,
-                     progress: bool = True, n_boot_set: int = 200) -> Evaluation:
+                     progress: bool = True) -> Evaluation:
     """Draw ``seeds`` images per held-out recording for each (system, prompt); measure them all."""
     cfg = loader.cfg
     seeds = seeds or cfg.soundiff.eval_seeds
@@ -57,7 +57,7 @@ def evaluate_systems(loader: Loader, systems: Sequence[str], prompts: Sequence[s
     for system, prompt in tqdm(jobs, desc="systems", disable=not progress, mininterval=BAR_INTERVAL_S):
         n = max(seeds, rerank_n) if (system, prompt) == reranked else seeds  # candidates only where reranked
         images = draw(loader, loader.system(system), ctx.audio, prompt, n=n)  # (N, n, H, W, 3)
-        res = evaluate_images(ctx, label(system, prompt), images[:, :seeds], n_boot_set=n_boot_set)
+        res = evaluate_images(ctx, label(system, prompt), images[:, :seeds])
         res.images = images
         results.append(res)
     ev = Evaluation(ctx, results, seeds=seeds)
@@ -93,20 +93,35 @@ def rerank_markdown(rows: list[dict], system: str) -> str:
 
 
 def write_outputs(ev: Evaluation, out_dir: Path) -> list[Path]:
-    """metrics.csv, metrics.md, metrics.png and (with a reranking study) rerank.csv, rerank.md in ``out_dir``."""
+    """metrics.csv, metrics.md, metrics.png and judge.txt in ``out_dir``; with two systems or more, differences.csv
+    and differences.md (each system against the baseline, or the first system when the baseline was not measured,
+    with paired intervals); with a reranking study, rerank.csv and rerank.md."""
     import matplotlib.pyplot as plt
 
-    from a2i_utils.evaluation.report import bar_chart, table_rows, to_csv, write_table
+    from a2i_utils.evaluation.report import (
+        bar_chart,
+        difference_rows,
+        differences_markdown,
+        table_rows,
+        to_csv,
+        write_table,
+    )
     from a2i_utils.io import atomic_write_text
     from a2i_utils.plotting import save_figure
 
     out_dir = Path(out_dir)
     rows = table_rows(ev.results)
     paths = list(write_table(rows, out_dir, ev.ctx.feature_name))
-    fig = bar_chart(rows, f"Held-out recordings: {len(ev.ctx.pairs)}, {ev.seeds} image(s) each, 95% bootstrap "
-                    "intervals", ev.ctx.feature_name, CHANCE)
+    fig = bar_chart(rows, f"Held-out recordings: {len(ev.ctx.pairs)}, {ev.seeds} image(s) each, 95% intervals "
+                    "(bootstrap; FD/KD: jackknife)", ev.ctx.feature_name, CHANCE)
     paths.append(save_figure(fig, out_dir / "metrics.png"))
     plt.close(fig)
+    names = [r.name for r in ev.results[1:]]  # the measured systems, the reference left out
+    diffs = difference_rows(ev.results, "baseline" if "baseline" in names else names[0]) if len(names) > 1 else []
+    if diffs:
+        flat = [{k: v for k, v in d.items() if k != "ci"} | {"ci_lo": d["ci"][0], "ci_hi": d["ci"][1]} for d in diffs]
+        paths.append(atomic_write_text(out_dir / "differences.csv", to_csv(flat)))
+        paths.append(atomic_write_text(out_dir / "differences.md", differences_markdown(diffs)))
     if ev.rerank:
         flat = [{k: (v if not isinstance(v, tuple) else f"{v[0]:.4f};{v[1]:.4f}") for k, v in r.items()}
                 for r in ev.rerank]

@@ -8,20 +8,24 @@
   scene classifier trained on the synthetic training images (``a2i_utils.evaluation.scene_classifier``); full:
   ImageBind zero-shot, the nearest text embedding of the 13 class prompts. The judge's own accuracy on the
   held-out ground-truth images is reported beside it.
-- **FD / KD**: Fréchet and kernel (KID) distances between the features of the generated and the held-out images,
-  computed by ``torchmetrics``. Full mode: the standard Inception features (``inception.py``), so FID and KID.
-  Demo mode: the scene classifier's pooled features, so "FD, scene-classifier features", *never* "FID".
+- **FD / KD**: Fréchet and kernel (KID) distances between the features of the generated and the held-out images.
+  FD is FID's formula (equal to torchmetrics' to round-off); KD is KID's kernel and unbiased estimator, taken over
+  pairs of distinct recordings (:func:`kd_pair_terms`). Full mode: the standard Inception features
+  (``inception.py``), so FID and KID. Demo mode: the scene classifier's pooled features, so "FD, scene-classifier
+  features", *never* "FID".
 
 AIS, IIS and AIC are averaged over each recording's images first; the interval is a percentile bootstrap over
 recordings (the unit that was drawn), as :func:`a2i_utils.evaluation.aic.bootstrap_ci`. FD and KD are set
-statistics: their interval resamples recordings (with their images) and recomputes them.
+statistics, which a bootstrap with replacement biases upward (a duplicated feature looks like a close match):
+their interval is a jackknife over recordings (leave one recording and its images out, :func:`jackknife_ci`),
+and two systems are compared by the jackknife of their paired difference (:func:`paired_set_difference`).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -34,7 +38,6 @@ SET_METRICS = ("FD", "KD")  # distances between two sets of features
 HIGHER_IS_BETTER = {"AIS": True, "IIS": True, "AIC": True, "FD": False, "KD": False}
 VALID_RANGE = {"AIS": (0.0, 1.0), "IIS": (0.0, 1.0), "AIC": (0.0, 1.0), "FD": (0.0, np.inf), "KD": (-np.inf, np.inf)}
 N_BOOT = 2000  # bootstrap resamples of the per-recording metrics (cheap)
-N_BOOT_SET = 200  # resamples of FD/KD (each recomputes a distance)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -131,10 +134,10 @@ def load_judge(cfg, dataset, embedder, progress: bool = False):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Feature distances (FD, KD) with torchmetrics
+# Feature distances (FD, KD) and their jackknife intervals
 # ----------------------------------------------------------------------------------------------------------
 class ClassifierFeatures(nn.Module):
-    """The scene classifier's pooled features: uint8 (B, 3, H, W) -> float64 (B, 4w), a torchmetrics extractor."""
+    """The scene classifier's pooled features: uint8 (B, 3, H, W) -> float64 (B, 4w)."""
 
     def __init__(self, classifier) -> None:
         super().__init__()
@@ -146,18 +149,6 @@ class ClassifierFeatures(nn.Module):
         """Features before the classifier's linear head."""
         h = self.classifier.blocks(x.float() / 127.5 - 1.0)  # (B, 4w, H/8, W/8)
         return h.mean(dim=(2, 3)).double()  # (B, 4w)
-
-
-class Precomputed(nn.Module):
-    """Features already computed pass through: lets torchmetrics recompute distances on bootstrap resamples."""
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Identity."""
-        return x
 
 
 def to_chw(images: np.ndarray) -> torch.Tensor:
@@ -173,39 +164,101 @@ def extract(extractor: nn.Module, images: np.ndarray, batch: int = 128) -> torch
     return torch.cat([extractor(x[i : i + batch]).double().cpu() for i in range(0, len(x), batch)])
 
 
-def feature_distances(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 50, seed: int = 0) -> dict:
-    """FD and KD (mean over subsets) between feature sets real (R, F) and fake (G, F), by torchmetrics."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """FD of feature sets real (..., R, F) and fake (..., G, F), batched over the leading dims: (...).
 
-    nf = real.shape[1]
-    fid = FrechetInceptionDistance(feature=Precomputed(nf), reset_real_features=True)
-    fid.set_dtype(torch.float64)
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
-    subset = min(len(real), len(fake), 100)
-    torch.manual_seed(seed)  # KID draws its subsets with torch's global generator
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        kid = KernelInceptionDistance(feature=Precomputed(nf), subsets=kid_subsets, subset_size=subset)
-    kid.update(real, real=True)
-    kid.update(fake, real=False)
-    kd_mean, _ = kid.compute()
-    return {"FD": max(0.0, float(fid.compute())), "KD": float(kd_mean)}  # FD >= 0 (clip round-off)
+    FD = |mu_r - mu_f|^2 + tr S_r + tr S_f - 2 tr (S_r^1/2 S_f S_r^1/2)^1/2, the formula of FID. With centred
+    features C_r, C_f, the last trace is the sum of the singular values of C_r C_f^T / sqrt((R-1)(G-1)), computed
+    here from the QR factors (min(R, F) x min(G, F)): no matrix square root, and cheap when F >> R.
+    """
+    real, fake = real.double(), fake.double()
+    mr, mf = real.mean(-2), fake.mean(-2)  # (..., F)
+    cr, cf = real - mr.unsqueeze(-2), fake - mf.unsqueeze(-2)  # (..., R, F), (..., G, F)
+    r, g = real.shape[-2], fake.shape[-2]
+    traces = cr.pow(2).sum((-2, -1)) / (r - 1) + cf.pow(2).sum((-2, -1)) / (g - 1)  # (...)
+    rr, rf = torch.linalg.qr(cr, mode="r")[1], torch.linalg.qr(cf, mode="r")[1]  # (..., min(R, F), F), ...
+    cross = torch.linalg.svdvals(rr @ rf.transpose(-1, -2)).sum(-1) / ((r - 1) * (g - 1)) ** 0.5  # (...)
+    return ((mr - mf).pow(2).sum(-1) + traces - 2 * cross).clamp_min(0.0)  # >= 0 (clip round-off)
 
 
-def set_metric_ci(real: torch.Tensor, fake: torch.Tensor, n: int, n_boot: int = N_BOOT_SET, seed: int = 0) -> dict:
-    """FD and KD with percentile intervals from resampling recordings: real (N, F), fake (N * n, F)."""
-    point = feature_distances(real, fake, seed=seed)
-    rng = np.random.default_rng(seed)
-    fake_by_rec = fake.reshape(len(real), n, -1)  # (N, n, F)
-    boots = {k: [] for k in SET_METRICS}
-    for b in range(n_boot):
-        idx = torch.as_tensor(rng.integers(0, len(real), len(real)))
-        d = feature_distances(real[idx], fake_by_rec[idx].reshape(-1, real.shape[1]), kid_subsets=10, seed=seed + b)
-        for k in SET_METRICS:
-            boots[k].append(d[k])
-    return {k: (point[k], tuple(float(q) for q in np.quantile(boots[k], [0.025, 0.975]))) for k in SET_METRICS}
+def kid_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KID's polynomial kernel (a.b / F + 1)^3 of a (..., A, F) and b (..., B, F): (..., A, B)."""
+    return (a @ b.transpose(-1, -2) / a.shape[-1] + 1.0) ** 3
+
+
+def kd_pair_terms(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """KD's terms for each pair of distinct recordings: real (..., N, F), fake (..., N, n, F) -> h (..., N, N).
+
+    h(i, j) = k(x_i, x_j) + k(Y_i, Y_j) - k(x_i, Y_j) - k(x_j, Y_i), where Y_i are recording i's n images and
+    k(., Y) averages over them; h(i, i) = 0. KD is the mean of h over ordered pairs i != j: KID's unbiased MMD^2
+    estimator with every comparison inside one recording left out (a recording's images are not compared with each
+    other nor with its own real image, which they depend on), so it stays unbiased although the images are paired.
+    """
+    *batch, n_rec, n, nf = fake.shape
+    flat = fake.reshape(*batch, n_rec * n, nf).double()  # (..., N * n, F)
+    real = real.double()
+    k_rr = kid_kernel(real, real)  # (..., N, N)
+    k_ff = kid_kernel(flat, flat).reshape(*batch, n_rec, n, n_rec, n).mean((-3, -1))  # (..., N, N)
+    k_rf = kid_kernel(real, flat).reshape(*batch, n_rec, n_rec, n).mean(-1)  # (..., N, N): real i, images of j
+    off = 1.0 - torch.eye(n_rec, dtype=k_rr.dtype)  # (N, N) zero on the diagonal
+    return (k_rr + k_ff - k_rf - k_rf.transpose(-1, -2)) * off
+
+
+def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elems: int = 2**26) -> dict:
+    """FD and KD of real (N, F) against fake (N * n, F), and their N leave-one-recording-out values.
+
+    Returns {metric: (value, loo (N,))}: loo[i] is the metric recomputed without recording i (its real image and
+    its n images), the jackknife's resamples: subsets, so no feature is ever duplicated. FD's are batched in chunks
+    of about ``chunk_elems`` numbers.
+    """
+    n_rec, nf = real.shape
+    if n_rec < 3:
+        raise ValueError(f"FD/KD intervals need at least 3 recordings, got {n_rec}")
+    if fake.shape[0] != n_rec * n:
+        raise ValueError(f"{fake.shape[0]} image features for {n_rec} recordings x {n} images")
+    fake_by_rec = fake.double().reshape(n_rec, n, nf)  # (N, n, F)
+    fd = float(frechet_distance(real, fake))
+    keep = torch.arange(n_rec).expand(n_rec, n_rec)[~torch.eye(n_rec, dtype=torch.bool)].reshape(n_rec, -1)  # (N, N-1)
+    step = max(1, chunk_elems // ((n_rec - 1) * (n + 1) * nf))
+    fd_loo = torch.cat([frechet_distance(real.double()[keep[i : i + step]],  # (b, N-1, F)
+                                         fake_by_rec[keep[i : i + step]].reshape(-1, (n_rec - 1) * n, nf))
+                        for i in range(0, n_rec, step)])  # (N,)
+    h = kd_pair_terms(real, fake_by_rec)  # (N, N)
+    total, rows = h.sum(), h.sum(1)  # (), (N,)
+    kd = float(total / (n_rec * (n_rec - 1)))
+    kd_loo = (total - 2 * rows) / ((n_rec - 1) * (n_rec - 2))  # (N,) the mean over pairs without recording i
+    return {"FD": (fd, fd_loo.numpy()), "KD": (kd, kd_loo.numpy())}
+
+
+def jackknife_ci(value: float, loo: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Normal interval value +- z * se from leave-one-out values loo (N,): se^2 = (N-1)/N sum (loo - mean)^2.
+
+    The jackknife standard error (Quenouille, Tukey) of a statistic computed on N independent units. It never
+    duplicates a unit, and by the Efron-Stein inequality its variance errs on the wide side: most when two
+    feature sets have the same distribution, where FD and KD are second-order statistics.
+    """
+    loo = np.asarray(loo, dtype=float)
+    n = len(loo)
+    se = float(np.sqrt((n - 1) / n * ((loo - loo.mean()) ** 2).sum()))
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    return value - z * se, value + z * se
+
+
+def set_metric_ci(real: torch.Tensor, fake: torch.Tensor, n: int, level: float = 0.95) -> tuple[dict, dict]:
+    """FD and KD of real (N, F) against fake (N * n, F) with jackknife intervals over recordings.
+
+    Returns ({metric: (value, (lo, hi))}, {metric: leave-one-out values (N,)}); the second lets two systems
+    measured on the same recordings be compared by a paired jackknife (:func:`paired_set_difference`). FD's
+    interval is clipped at 0. Its target: FD is biased upward at a finite N (by an amount that depends on N and
+    the features), so the interval is for the FD expected at this many recordings, not for the FD of infinitely
+    many. KD is unbiased, so its interval is for the distance itself.
+    """
+    values = set_metric_values(real, fake, n)
+    out = {}
+    for metric, (value, loo) in values.items():
+        lo, hi = jackknife_ci(value, loo, level)
+        out[metric] = (value, (max(lo, VALID_RANGE[metric][0]), hi))
+    return out, {metric: loo for metric, (_, loo) in values.items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -240,17 +293,38 @@ class EvalContext:
 
 @dataclass
 class SystemResult:
-    """Per-recording scores (N,) of AIS, IIS, AIC; FD and KD with intervals; the images themselves."""
+    """Per-recording scores (N,) of AIS, IIS, AIC; FD and KD with intervals; the images themselves.
+
+    ``set_loo`` holds FD's and KD's leave-one-recording-out values (N,), for paired comparisons.
+    """
 
     name: str
     per_recording: dict
     set_metrics: dict
     images: np.ndarray = field(repr=False, default=None)
+    set_loo: dict = field(repr=False, default_factory=dict)
 
     def summary(self, n_boot: int = N_BOOT, seed: int = 0) -> dict:
         """{metric: (mean, (lo, hi))} for every metric."""
         out = {k: (float(v.mean()), bootstrap_ci(v, n_boot, seed)) for k, v in self.per_recording.items()}
         return out | self.set_metrics
+
+
+def paired_set_difference(a: SystemResult, b: SystemResult, metric: str,
+                          level: float = 0.95) -> tuple[float, tuple[float, float]]:
+    """b - a on FD or KD, with the jackknife interval of the paired difference: (diff, (lo, hi)).
+
+    Both systems were measured on the same recordings, so leaving recording i out of both gives the leave-one-out
+    value of the difference; what the two share (the real features, the recordings drawn) cancels.
+    """
+    for r in (a, b):
+        if metric not in r.set_loo:
+            raise ValueError(f"{r.name}: no leave-one-out values of {metric} (measured with set_metrics=False?)")
+    if len(a.set_loo[metric]) != len(b.set_loo[metric]):
+        raise ValueError(f"{a.name} and {b.name} were measured on {len(a.set_loo[metric])} and "
+                         f"{len(b.set_loo[metric])} recordings: not a paired comparison")
+    diff = b.set_metrics[metric][0] - a.set_metrics[metric][0]
+    return diff, jackknife_ci(diff, b.set_loo[metric] - a.set_loo[metric], level)
 
 
 def image_scores(ctx: EvalContext, images: np.ndarray) -> dict:
@@ -266,8 +340,7 @@ def image_scores(ctx: EvalContext, images: np.ndarray) -> dict:
     }
 
 
-def evaluate_images(ctx: EvalContext, name: str, images: np.ndarray, n_boot_set: int = N_BOOT_SET,
-                    seed: int = 0, set_metrics: bool = True) -> SystemResult:
+def evaluate_images(ctx: EvalContext, name: str, images: np.ndarray, set_metrics: bool = True) -> SystemResult:
     """All metrics of one system's images (N, n, H, W, 3), image j of recording i drawn for ``ctx.pairs[i]``.
 
     ``set_metrics=False`` leaves FD/KD undefined (NaN): for the held-out images themselves, a set compared with
@@ -280,10 +353,10 @@ def evaluate_images(ctx: EvalContext, name: str, images: np.ndarray, n_boot_set:
     assert np.allclose(per_rec["AIC"], hit_rates(ctx.judge.predict(images), ctx.labels))
     if set_metrics:
         fake = extract(ctx.extractor, images)  # (N * n, F)
-        sets = set_metric_ci(ctx.real_features, fake, images.shape[1], n_boot=n_boot_set, seed=seed)
+        sets, loo = set_metric_ci(ctx.real_features, fake, images.shape[1])
     else:
-        sets = {k: (float("nan"), (float("nan"), float("nan"))) for k in SET_METRICS}
-    return SystemResult(name, per_rec, sets, images)
+        sets, loo = {k: (float("nan"), (float("nan"), float("nan"))) for k in SET_METRICS}, {}
+    return SystemResult(name, per_rec, sets, images, loo)
 
 
 def build_context(cfg, dataset, embedder, n_recordings: int | None = None, progress: bool = False) -> EvalContext:

@@ -1,8 +1,9 @@
 """The metrics table (CSV + Markdown), the bar chart with error bars, and honest verdicts between systems.
 
-A system is called better than another on a per-recording metric only when the paired bootstrap interval of
-the difference (same recordings, resampled together) excludes zero; on FD/KD only when the two intervals do not
-overlap. Otherwise the verdict is "no clear difference", however far apart the means are.
+A system is called better than another only when the paired interval of the difference excludes zero: on the
+per-recording metrics a bootstrap of the differences over recordings, on FD/KD the jackknife of the difference
+(the same recording left out of both systems). Otherwise the verdict is "no clear difference", however far apart
+the means are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from a2i_utils.evaluation.aic import compare
-from a2i_utils.evaluation.metrics import HIGHER_IS_BETTER, PER_RECORDING, SET_METRICS
+from a2i_utils.evaluation.metrics import HIGHER_IS_BETTER, PER_RECORDING, SET_METRICS, paired_set_difference
 from a2i_utils.io import atomic_write_text
 
 COLUMNS = PER_RECORDING + SET_METRICS
@@ -74,23 +75,37 @@ def write_table(rows: list[dict], out_dir: Path, feature_name: str = "", stem: s
 
 
 def verdict(a, b, metric: str, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Is system ``b`` better than ``a`` on ``metric``? {"diff", "ci", "verdict"}, judged on the intervals."""
-    higher = HIGHER_IS_BETTER[metric]
+    """Is system ``b`` better than ``a`` on ``metric``? {"diff": b - a, "ci": its paired 95% interval, "verdict"}."""
     if metric in PER_RECORDING:
         c = compare(a.per_recording[metric], b.per_recording[metric], n_boot, seed)
         diff, (lo, hi) = c["diff"], c["diff_ci"]
-        clear = lo > 0 or hi < 0
-        b_better = (diff > 0) == higher
     else:
-        (ma, (la, ha)), (mb, (lb, hb)) = a.set_metrics[metric], b.set_metrics[metric]
-        diff, lo, hi = mb - ma, float("nan"), float("nan")
-        clear = lb > ha or hb < la
-        b_better = (diff > 0) == higher
+        diff, (lo, hi) = paired_set_difference(a, b, metric)
+    clear = lo > 0 or hi < 0
+    b_better = (diff > 0) == HIGHER_IS_BETTER[metric]
     if not clear:
         word = "no clear difference"
     else:
         word = f"{b.name} better" if b_better else f"{a.name} better"
     return {"metric": metric, "a": a.name, "b": b.name, "diff": diff, "ci": (lo, hi), "verdict": word}
+
+
+def difference_rows(results: Sequence, baseline: str, metrics: Sequence[str] = COLUMNS) -> list[dict]:
+    """Every system but the baseline (and systems without FD/KD) against ``baseline``: :func:`verdict` rows."""
+    base = next((r for r in results if r.name == baseline), None)
+    if base is None:
+        raise KeyError(f"no system {baseline!r} among {[r.name for r in results]}")
+    return [verdict(base, r, m) for r in results if r.name != baseline and r.set_loo for m in metrics]
+
+
+def differences_markdown(rows: list[dict], digits: int = 3) -> str:
+    """The verdict rows as a Markdown table: system - baseline [paired 95% interval] and the verdict."""
+    lines = ["| system | metric | system − baseline [paired 95% CI] | verdict |", "|" + " --- |" * 4]
+    for v in rows:
+        d = digits if v["metric"] != "KD" else digits + 1
+        lo, hi = v["ci"]
+        lines.append(f"| {v['b']} | {v['metric']} | {v['diff']:+.{d}f} [{lo:+.{d}f}, {hi:+.{d}f}] | {v['verdict']} |")
+    return "\n".join(lines) + "\n"
 
 
 def bar_chart(rows: list[dict], title: str, feature_name: str = "", chance: dict | None = None):
