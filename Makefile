@@ -54,5 +54,11 @@ smoke: install
 	rm -rf build/smoke
 	A2I_CACHE=$(CURDIR)/build/smoke/cache $(BIN)/python scripts/run_notebooks.py smoke --out build/smoke
 
+## The miniatures that demo mode loads pretrained (scripts/pretrain_miniatures.py): trained with our recipe on the demo
+## world's train split, shipped in a2i_utils/pretrained/ with their cards. Commit new weights only when the recipe changed.
+.PHONY: pretrained
+pretrained: install
+	$(BIN)/python scripts/pretrain_miniatures.py
+
 clean:
 	rm -rf build outputs .pytest_cache .ruff_cache
