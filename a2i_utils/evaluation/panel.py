@@ -124,7 +124,7 @@ class GenerationPanel:
         options = [(f"{p.label} · {p.id}", i) for i, p in enumerate(self.pairs)] + [("uploaded file", UPLOAD)]
         self.recording = w.Dropdown(options=options, value=0, description="recording", layout=wide)
         self.upload = w.FileUpload(accept=",".join(AUDIO_SUFFIXES), multiple=False,
-                                   description="upload WAV/FLAC/OGG")
+                                   description="upload WAV/FLAC/OGG", layout={"width": "230px"})
         self.audio = w.Audio(autoplay=False, loop=False, controls=True)
         self.model = w.Dropdown(options=[(LABELS.get(s, s), s) for s in systems], value=systems[0],
                                 description="model", layout=wide)
@@ -146,6 +146,9 @@ class GenerationPanel:
         cap = {"width": f"{DISPLAY_PX}px", "min_height": "6em"}
         self.caption = w.HTML(value="", layout=cap)
         self.truth_caption = w.HTML(value="", layout=cap)
+        for name in ("recording", "upload", "audio", "model", "prompt", "seed", "noise", "guidance", "button", "status",
+                     "image", "truth", "caption", "truth_caption"):
+            getattr(self, name).add_class(f"a2i-{name.replace('_', '-')}")  # stable handles for scripts/browser_check
         self.recording.observe(lambda _: self._show_recording(), names="value")
         self.upload.observe(lambda _: self._take_upload(), names="value")
         self.seed.observe(lambda _: self._check_seed(), names="value")
@@ -319,14 +322,17 @@ class GenerationPanel:
         """The panel as one ipywidgets box: controls on the left, the two images with captions on the right."""
         import ipywidgets as w
 
-        controls = w.VBox([self.recording, self.upload, self.audio, self.model, self.prompt, self.seed, self.noise,
-                           self.guidance, self.hints, self.button, self.status, self.note],
+        style = w.HTML("<style>.a2i-panel .widget-html-content { line-height: 1.35; }</style>")
+        controls = w.VBox([style, self.recording, self.upload, self.audio, self.model, self.prompt, self.seed,
+                           self.noise, self.guidance, self.hints, self.button, self.status, self.note],
                           layout={"width": f"{CONTROLS_PX}px", "min_width": f"{CONTROLS_PX}px"})
         slot = {"width": f"{DISPLAY_PX + 12}px", "align_items": "flex-start"}
         images = w.HBox([w.VBox([w.HTML("<b>generated</b>"), self.image, self.caption], layout=slot),
                          w.VBox([w.HTML("<b>ground truth</b>"), self.truth, self.truth_caption], layout=slot)],
                         layout={"align_items": "flex-start"})
-        return w.HBox([controls, images], layout={"align_items": "flex-start"})
+        box = w.HBox([controls, images], layout={"align_items": "flex-start"})
+        box.add_class("a2i-panel")
+        return box
 
     def show(self) -> GenerationPanel:
         """Display the panel (in a notebook) and return it.
@@ -347,7 +353,7 @@ class RecordingChanged(RuntimeError):
 
 def _small(text: str) -> str:
     """``text`` as a small grey HTML line (escaped)."""
-    return f'<span style="font-size: 0.85em; color: #555; line-height: 1.3">{html.escape(text)}</span>'
+    return f'<span style="font-size: 0.85em; color: #555">{html.escape(text)}</span>'
 
 
 def panel(mode: str | None = None, overrides: dict | None = None) -> GenerationPanel:
