@@ -109,14 +109,16 @@ def test_intervals_contain_their_estimate_and_the_issue_example_is_no_longer_abo
     assert out["KD"][1][0] <= 0.0 <= out["KD"][1][1]  # KD's truth, 0, is inside
 
 
-def test_leave_one_out_values_are_the_metric_without_that_recording():
+@pytest.mark.parametrize("dim", [DIM, 40])  # fewer and more feature dims than recordings
+def test_leave_one_out_values_are_the_metric_without_that_recording(dim):
     g = torch.Generator().manual_seed(6)
-    real, fake = draw(g, 1, n_rec=8)
-    values = set_metric_values(real[0], fake[0], N_IMG, chunk_elems=100)  # several chunks
-    fake_by_rec = fake[0].reshape(8, N_IMG, DIM)
+    real, fake = draw(g, 1, n_rec=8, dim=dim)
+    values = set_metric_values(real[0], fake[0], N_IMG, chunk_elems=600)  # several chunks
+    assert values["FD"][0] == pytest.approx(float(frechet_distance(real[0], fake[0])))
+    fake_by_rec = fake[0].reshape(8, N_IMG, dim)
     for i in (0, 5, 7):
         keep = [k for k in range(8) if k != i]
-        r, f = real[0][keep], fake_by_rec[keep].reshape(-1, DIM)  # (7, F), (7 * n, F)
+        r, f = real[0][keep], fake_by_rec[keep].reshape(-1, dim)  # (7, F), (7 * n, F)
         assert values["FD"][1][i] == pytest.approx(float(frechet_distance(r, f)))
         assert values["KD"][1][i] == pytest.approx(float(kd_values(r, f)))
 

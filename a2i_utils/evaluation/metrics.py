@@ -181,6 +181,23 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return ((mr - mf).pow(2).sum(-1) + traces - 2 * cross).clamp_min(0.0)  # >= 0 (clip round-off)
 
 
+def fd_from_grams(g_rr: torch.Tensor, g_ff: torch.Tensor, g_rf: torch.Tensor) -> torch.Tensor:
+    """FD from the dot products of the features: g_rr (..., R, R), g_ff (..., G, G), g_rf (..., R, G) -> (...).
+
+    The same FD as :func:`frechet_distance`, written with Gram matrices: |mu_r - mu_f|^2 is their means' combination,
+    tr S the centred diagonal, and the cross trace the sum of the square roots of the eigenvalues of K K^T (R x R),
+    K the double-centred g_rf. Leaving a recording out only deletes rows and columns, so the jackknife of FD costs no
+    new products of F-dim features (2,048 for Inception).
+    """
+    r, g = g_rf.shape[-2:]
+    mean_sq = g_rr.mean((-2, -1)) + g_ff.mean((-2, -1)) - 2 * g_rf.mean((-2, -1))  # (...)
+    tr_r = (g_rr.diagonal(dim1=-2, dim2=-1).sum(-1) - g_rr.sum((-2, -1)) / r) / (r - 1)  # (...) tr S_r
+    tr_f = (g_ff.diagonal(dim1=-2, dim2=-1).sum(-1) - g_ff.sum((-2, -1)) / g) / (g - 1)
+    k = g_rf - g_rf.mean(-1, keepdim=True) - g_rf.mean(-2, keepdim=True) + g_rf.mean((-2, -1), keepdim=True)
+    cross = torch.linalg.eigvalsh(k @ k.transpose(-1, -2)).clamp_min(0.0).sqrt().sum(-1) / ((r - 1) * (g - 1)) ** 0.5
+    return (mean_sq + tr_r + tr_f - 2 * cross).clamp_min(0.0)
+
+
 def kid_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """KID's polynomial kernel (a.b / F + 1)^3 of a (..., A, F) and b (..., B, F): (..., A, B)."""
     return (a @ b.transpose(-1, -2) / a.shape[-1] + 1.0) ** 3
@@ -208,8 +225,8 @@ def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elem
     """FD and KD of real (N, F) against fake (N * n, F), and their N leave-one-recording-out values.
 
     Returns {metric: (value, loo (N,))}: loo[i] is the metric recomputed without recording i (its real image and
-    its n images), the jackknife's resamples: subsets, so no feature is ever duplicated. FD's are batched in chunks
-    of about ``chunk_elems`` numbers.
+    its n images), the jackknife's resamples: subsets, so no feature is ever duplicated. The leave-one-out FDs come
+    from the Gram matrices (:func:`fd_from_grams`), batched in chunks of about ``chunk_elems`` numbers.
     """
     n_rec, nf = real.shape
     if n_rec < 3:
@@ -217,12 +234,15 @@ def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elem
     if fake.shape[0] != n_rec * n:
         raise ValueError(f"{fake.shape[0]} image features for {n_rec} recordings x {n} images")
     fake_by_rec = fake.double().reshape(n_rec, n, nf)  # (N, n, F)
+    real, fake = real.double(), fake.double()
     fd = float(frechet_distance(real, fake))
+    g_rr, g_ff, g_rf = real @ real.T, fake @ fake.T, real @ fake.T  # (N, N), (N n, N n), (N, N n)
     keep = torch.arange(n_rec).expand(n_rec, n_rec)[~torch.eye(n_rec, dtype=torch.bool)].reshape(n_rec, -1)  # (N, N-1)
-    step = max(1, chunk_elems // ((n_rec - 1) * (n + 1) * nf))
-    fd_loo = torch.cat([frechet_distance(real.double()[keep[i : i + step]],  # (b, N-1, F)
-                                         fake_by_rec[keep[i : i + step]].reshape(-1, (n_rec - 1) * n, nf))
-                        for i in range(0, n_rec, step)])  # (N,)
+    keep_f = (keep[:, :, None] * n + torch.arange(n)).reshape(n_rec, -1)  # (N, (N-1) n) the kept images
+    step = max(1, chunk_elems // ((n_rec - 1) * n) ** 2)
+    fd_loo = torch.cat([fd_from_grams(g_rr[kr[:, :, None], kr[:, None, :]], g_ff[kf[:, :, None], kf[:, None, :]],
+                                      g_rf[kr[:, :, None], kf[:, None, :]])  # (b,)
+                        for kr, kf in zip(keep.split(step), keep_f.split(step))])  # (N,)
     h = kd_pair_terms(real, fake_by_rec)  # (N, N)
     total, rows = h.sum(), h.sum(1)  # (), (N,)
     kd = float(total / (n_rec * (n_rec - 1)))

@@ -61,8 +61,11 @@ def to_markdown(rows: list[dict], feature_name: str = "", digits: int = 3) -> st
                 continue
             cells.append(f"{_fmt(r[m], d)} [{_fmt(r[m + '_lo'], d)}, {_fmt(r[m + '_hi'], d)}]")
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Mean [95% interval]. AIS, IIS, AIC: percentile bootstrap over recordings. FD, KD: jackknife over "
+                 "recordings (FD's is for the FD expected at this many recordings: FD is biased upward at a finite "
+                 "size).")
     if feature_name:
-        lines.append("")
         lines.append(f"FD and KD on {feature_name}.")
     return "\n".join(lines) + "\n"
 
