@@ -13,6 +13,7 @@ Options timed, each on a fresh copy of the same random U-Net, with random inputs
   ckpt           ours + gradient checkpointing
   adafactor      ours + gradient checkpointing + torch.optim.Adafactor (memory-lean)
   lora           LoRA rank 8 on the attention (peft), frozen base in bf16 on a GPU, + gradient checkpointing
+  lora_ce        lora + the class embedding (how the U-Net reads the audio) trained whole (lora_class_embedding)
 A step is the package's own ``diffusion_loss`` (v target, DDPM noising, class_labels as the pipeline builds them).
 Samples/s is the mean over ``--steps`` steps after ``--warmup`` steps. Peak memory: ``torch.cuda.max_memory_allocated``
 on a GPU; on the CPU each option runs in its own process and reports its peak resident set (ru_maxrss), which
@@ -39,7 +40,7 @@ import torch
 
 from a2i_utils.config import get_config, resolve_device
 
-OPTIONS = ("paper", "ours", "ours_compiled", "ckpt", "adafactor", "lora")
+OPTIONS = ("paper", "ours", "ours_compiled", "ckpt", "adafactor", "lora", "lora_ce")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -99,15 +100,17 @@ def _imagebind(huge: bool, cfg=None):
 # ----------------------------------------------------------------------------------------------------------
 def make_step(option: str, m: dict, batch: int, device: str, unet):
     """A closure running one training step of ``option``; returns (step, trainable parameter count)."""
+    from a2i_utils.devices import native_bf16
     from a2i_utils.soundiff.training import add_lora, diffusion_loss
 
     gpu = device.startswith("cuda")
-    bf16 = gpu and torch.cuda.is_bf16_supported() and option != "paper"
-    if option == "lora":
-        params = add_lora(unet.to(torch.bfloat16 if bf16 else torch.float32), 8)
+    bf16 = gpu and native_bf16() and option != "paper"  # a T4 only emulates bf16: fp32 there
+    if option in ("lora", "lora_ce"):
+        params = add_lora(unet.to(torch.bfloat16 if bf16 else torch.float32), 8, seed=0,
+                          class_embedding=option == "lora_ce")
     else:
         params = list(unet.float().requires_grad_(True).parameters())
-    if option in ("ckpt", "adafactor", "lora"):
+    if option in ("ckpt", "adafactor", "lora", "lora_ce"):
         unet.enable_gradient_checkpointing()
     if option == "ours_compiled":
         unet = unet.to(memory_format=torch.channels_last)
