@@ -594,10 +594,11 @@ print(f"-> its own sound saves {gain:.3f} bits/pixel over another recording's "
 # shuffled sound (the same derangement as above), and resample **recordings** (a recording's `_k` pairs stay
 # together) for a 95% paired bootstrap interval of the mean saving.
 #
-# Why do zeroed features usually score worse than another recording's? After normalisation, zero is the *average*
-# feature vector: a spectrogram smoother than any real recording, which the model never met in training. Another
-# recording's features are a real sound, only the wrong one; the zeroed input is off the training distribution, so
-# the model's cross-attention reads something it has no habit for.
+# Zeroed features can score *worse* than another recording's (compare the two lines above; it varies from run to
+# run). After normalisation, zero is the *average* feature vector: a spectrogram smoother than any real recording,
+# which the model never met in training. Another recording's features are a real sound, only the wrong one; the
+# zeroed input is off the training distribution, so the model's cross-attention reads something it has no habit
+# for, and it can do worse than with a wrong but real sound.
 
 # %%
 @torch.no_grad()
