@@ -11,7 +11,7 @@ STORE_CACHE ?= $(CURDIR)/build/store-cache
 NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=1800 \
          --nbval-sanitize-with notebooks/sanitize.cfg
 
-.PHONY: install demo test unit nbval lint notebooks smoke clean
+.PHONY: install demo test unit nbval lint notebooks smoke browser clean
 
 install: $(STAMP)
 
@@ -53,6 +53,14 @@ notebooks: install
 smoke: install
 	rm -rf build/smoke
 	A2I_CACHE=$(CURDIR)/build/smoke/cache $(BIN)/python scripts/run_notebooks.py smoke --out build/smoke
+
+## The panel of notebook 06 in JupyterLab under headless Chromium (scripts/browser_check.py): Debian's chromium
+## (installed with apt-get when missing; never a browser download) and Playwright from PyPI. Not part of `make test`.
+## Screenshots in build/browser; `make browser BROWSER_RESULTS=bench/results/browser` also stores small copies.
+browser: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	$(BIN)/python -m pip install --quiet "playwright==1.63.0"
+	$(BIN)/python scripts/browser_check.py --out build/browser $(if $(BROWSER_RESULTS),--results $(BROWSER_RESULTS))
 
 ## The miniatures that demo mode loads pretrained (scripts/pretrain_miniatures.py): trained with our recipe on the demo
 ## world's train split, shipped in a2i_utils/pretrained/ with their cards. Commit new weights only when the recipe changed.

@@ -236,7 +236,7 @@ def test_a_rejected_upload_names_only_the_file_is_not_kept_and_a_later_good_one_
     assert ui.status.value == "using the uploaded file mine.wav"
     assert ui.recording.value == UPLOAD and ui.audio.value == good
     assert [p.read_bytes() for p in uploads.iterdir()] == [good]
-    assert ui.truth.value == NO_TRUTH_UPLOAD
+    assert ui.truth.value == NO_TRUTH_UPLOAD and ui.truth_caption.value == ""
     generate(ui)
     assert recording_of(ui.image.value) == 99 and "uploaded file mine.wav" in ui.caption.value
 

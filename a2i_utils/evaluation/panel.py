@@ -189,7 +189,8 @@ class GenerationPanel:
             self.audio.format = path.suffix.lstrip(".").lower() or "wav"
             self.audio.value, self.audio.layout.visibility = path.read_bytes(), "visible"
             self.truth.value = self._truth_png()
-            self.truth_caption.value = html.escape(f"ground truth of {self.recording_name()}")
+            upload = self.recording.value == UPLOAD  # its placeholder already says there is no ground truth
+            self.truth_caption.value = "" if upload else html.escape(f"ground truth of {self.recording_name()}")
             working = self.thread is not None and self.thread.is_alive()
             self.say("working (the recording changed: that image will be dropped) ..." if working else "ready")
 
