@@ -181,21 +181,22 @@ def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return ((mr - mf).pow(2).sum(-1) + traces - 2 * cross).clamp_min(0.0)  # >= 0 (clip round-off)
 
 
-def fd_from_grams(g_rr: torch.Tensor, g_ff: torch.Tensor, g_rf: torch.Tensor) -> torch.Tensor:
-    """FD from the dot products of the features: g_rr (..., R, R), g_ff (..., G, G), g_rf (..., R, G) -> (...).
+def fd_from_grams(sum_rr: torch.Tensor, tr_rr: torch.Tensor, sum_ff: torch.Tensor, tr_ff: torch.Tensor,
+                  g_rf: torch.Tensor) -> torch.Tensor:
+    """FD from dot products of the features: the sums and traces of the Gram matrices of the real (R, R) and the
+    fake (G, G) set, each (...), and the cross products g_rf (..., R, G) -> (...).
 
-    The same FD as :func:`frechet_distance`, written with Gram matrices: |mu_r - mu_f|^2 is their means' combination,
-    tr S the centred diagonal, and the cross trace the sum of the square roots of the eigenvalues of K K^T (R x R),
-    K the double-centred g_rf. Leaving a recording out only deletes rows and columns, so the jackknife of FD costs no
-    new products of F-dim features (2,048 for Inception).
+    The same FD as :func:`frechet_distance`: |mu_r - mu_f|^2 from the means of the Gram matrices, tr S from their
+    centred traces, and the cross trace as the sum of the square roots of the eigenvalues of K K^T (R x R), K the
+    double-centred g_rf. Leaving a recording out only deletes rows and columns, so the jackknife of FD needs no new
+    products of F-dim features (2,048 for Inception).
     """
     r, g = g_rf.shape[-2:]
-    mean_sq = g_rr.mean((-2, -1)) + g_ff.mean((-2, -1)) - 2 * g_rf.mean((-2, -1))  # (...)
-    tr_r = (g_rr.diagonal(dim1=-2, dim2=-1).sum(-1) - g_rr.sum((-2, -1)) / r) / (r - 1)  # (...) tr S_r
-    tr_f = (g_ff.diagonal(dim1=-2, dim2=-1).sum(-1) - g_ff.sum((-2, -1)) / g) / (g - 1)
+    mean_sq = sum_rr / r**2 + sum_ff / g**2 - 2 * g_rf.mean((-2, -1))  # (...)
+    traces = (tr_rr - sum_rr / r) / (r - 1) + (tr_ff - sum_ff / g) / (g - 1)  # (...) tr S_r + tr S_f
     k = g_rf - g_rf.mean(-1, keepdim=True) - g_rf.mean(-2, keepdim=True) + g_rf.mean((-2, -1), keepdim=True)
     cross = torch.linalg.eigvalsh(k @ k.transpose(-1, -2)).clamp_min(0.0).sqrt().sum(-1) / ((r - 1) * (g - 1)) ** 0.5
-    return (mean_sq + tr_r + tr_f - 2 * cross).clamp_min(0.0)
+    return (mean_sq + traces - 2 * cross).clamp_min(0.0)
 
 
 def kid_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -221,7 +222,7 @@ def kd_pair_terms(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return (k_rr + k_ff - k_rf - k_rf.transpose(-1, -2)) * off
 
 
-def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elems: int = 2**26) -> dict:
+def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elems: int = 2**24) -> dict:
     """FD and KD of real (N, F) against fake (N * n, F), and their N leave-one-recording-out values.
 
     Returns {metric: (value, loo (N,))}: loo[i] is the metric recomputed without recording i (its real image and
@@ -237,12 +238,17 @@ def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elem
     real, fake = real.double(), fake.double()
     fd = float(frechet_distance(real, fake))
     g_rr, g_ff, g_rf = real @ real.T, fake @ fake.T, real @ fake.T  # (N, N), (N n, N n), (N, N n)
+    # sums and traces of the Gram matrices without recording i: (N,) each
+    d_rr, d_ff = g_rr.diagonal(), g_ff.diagonal().reshape(n_rec, n)  # (N,), (N, n)
+    own_ff = torch.einsum("iaib->i", g_ff.reshape(n_rec, n, n_rec, n))  # (N,) the block of i's images
+    sum_rr = g_rr.sum() - 2 * g_rr.sum(1) + d_rr
+    sum_ff = g_ff.sum() - 2 * g_ff.sum(1).reshape(n_rec, n).sum(1) + own_ff
+    tr_rr, tr_ff = d_rr.sum() - d_rr, d_ff.sum() - d_ff.sum(1)
     keep = torch.arange(n_rec).expand(n_rec, n_rec)[~torch.eye(n_rec, dtype=torch.bool)].reshape(n_rec, -1)  # (N, N-1)
     keep_f = (keep[:, :, None] * n + torch.arange(n)).reshape(n_rec, -1)  # (N, (N-1) n) the kept images
-    step = max(1, chunk_elems // ((n_rec - 1) * n) ** 2)
-    fd_loo = torch.cat([fd_from_grams(g_rr[kr[:, :, None], kr[:, None, :]], g_ff[kf[:, :, None], kf[:, None, :]],
-                                      g_rf[kr[:, :, None], kf[:, None, :]])  # (b,)
-                        for kr, kf in zip(keep.split(step), keep_f.split(step))])  # (N,)
+    step = max(1, chunk_elems // ((n_rec - 1) ** 2 * n))
+    fd_loo = torch.cat([fd_from_grams(sum_rr[i], tr_rr[i], sum_ff[i], tr_ff[i], g_rf[kr[:, :, None], kf[:, None, :]])
+                        for i, kr, kf in zip(torch.arange(n_rec).split(step), keep.split(step), keep_f.split(step))])
     h = kd_pair_terms(real, fake_by_rec)  # (N, N)
     total, rows = h.sum(), h.sum(1)  # (), (N,)
     kd = float(total / (n_rec * (n_rec - 1)))
