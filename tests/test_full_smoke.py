@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,7 +147,6 @@ def test_encode_prompt_runs_where_the_text_encoder_is():
 def test_full_smoke_imagebind_is_built_only_when_something_must_be_embedded(tmp_path):
     """Notebook 05 loads ImageBind, then finds every embedding in the cache: the 4.8 GB random ImageBind-huge was
     built anyway, beside the pipeline (two large models at once)."""
-    import numpy as np
     import soundfile as sf
 
     cfg = get_config("full-smoke", {"cache_dir": tmp_path / "cache", "device": "cpu", **SMALL_IB})
@@ -169,3 +169,18 @@ def test_full_smoke_imagebind_is_built_only_when_something_must_be_embedded(tmp_
     assert torch.equal(embed_files(again, paths, "audio", cfg, progress=False), emb)
     assert not again.built and builds == [1]  # all cached: never built
     assert again.embed("audio", torch.zeros(1, 3, 1, 128, 204)).shape == (1, 32) and again.built  # on demand
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_finetune_runs_on_a_bfloat16_pipeline_on_the_cpu(tmp_path, lora):
+    """full-smoke's pipeline is bfloat16 on the CPU too, where accelerate autocasts nothing: the float32 latents,
+    embeddings and the bf16 prompt met a U-Net of another dtype ('Input type (float) and bias type (BFloat16)')."""
+    from test_soundiff import TINY, tiny_data, tiny_pipe
+
+    from a2i_utils.soundiff.training import finetune, variant_of
+
+    pipe, data = tiny_pipe().to(dtype=torch.bfloat16), tiny_data()
+    cfg = get_config("demo", TINY | {"cache_dir": tmp_path, "device": "cpu", "soundiff.dtype": "bfloat16",
+                                     "soundiff.lora": lora, "soundiff.lora_rank": 4, "soundiff.checkpoint_every": 0})
+    history = finetune(cfg, pipe, data, variant_of(cfg, "L", steps=2), tmp_path / "run", progress=False)
+    assert len(history["loss"]) == 2 and all(np.isfinite(history["loss"]))

@@ -212,7 +212,8 @@ MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 def mixed_precision(cfg: Config, device: str) -> str:
     """accelerate's mixed precision: "auto" -> bf16 on GPUs that compute it natively, else fp16 (with accelerate's
-    gradient scaler: a T4, whose bf16 is only emulated), "no" on the CPU."""
+    gradient scaler: a T4, whose bf16 is only emulated); on the CPU bf16 autocast when the pipeline is bfloat16
+    (full-smoke: its float32 trainable layers meet a bf16 base), else "no"."""
     from a2i_utils.devices import native_bf16
 
     mp = cfg.soundiff.mixed_precision
@@ -221,7 +222,7 @@ def mixed_precision(cfg: Config, device: str) -> str:
     if mp != "auto":
         return mp
     if not device.startswith("cuda"):
-        return "no"
+        return "bf16" if cfg.soundiff.dtype == "bfloat16" else "no"
     return "bf16" if native_bf16() else "fp16"
 
 
@@ -505,6 +506,10 @@ def _finetune(acc, cfg: Config, pipe, data: TrainingData, variant: Variant, fold
 def train_step(acc, model, pipe, noise_sched, data: TrainingData, prompt, empty, cfg: Config, step: int):
     """Forward and backward of one optimiser step (``grad_accum`` micro-batches); returns the mean loss."""
     sc, total = cfg.soundiff, 0.0
+    # The U-Net's own dtype (a bf16 base under LoRA, float32 when fully fine-tuned): without autocast (the CPU, or
+    # mixed_precision "no") every input must already be in it; under autocast this changes nothing.
+    dtype = acc.unwrap_model(model).conv_in.weight.dtype
+    prompt, empty = prompt.to(dtype), empty.to(dtype)
     for micro in range(sc.grad_accum):
         gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + step) * 64 + micro) * 64 + acc.process_index)
         latents, embeds = sample_batch(data, sc.batch_size, gen)  # (B, 4, h, w), (B, D)
@@ -512,8 +517,9 @@ def train_step(acc, model, pipe, noise_sched, data: TrainingData, prompt, empty,
         sync = micro == sc.grad_accum - 1
         with contextlib.nullcontext() if sync else acc.no_sync(model):  # no_sync covers the backward
             with acc.autocast():  # the forward only; backward outside it, as accelerate's examples
-                loss = diffusion_loss(pipe, model, noise_sched, latents.to(acc.device), embeds.to(acc.device),
-                                      prompt.expand(sc.batch_size, -1, -1), empty, sc.noise_level, drop, gen)
+                loss = diffusion_loss(pipe, model, noise_sched, latents.to(acc.device, dtype),
+                                      embeds.to(acc.device, dtype), prompt.expand(sc.batch_size, -1, -1), empty,
+                                      sc.noise_level, drop, gen)
             acc.backward(loss / sc.grad_accum)
         total = total + loss.detach() / sc.grad_accum
     return total
