@@ -145,9 +145,10 @@ def run(out: Path, mode: str) -> None:
 
 # What `make smoke` lowers on a CPU, and nothing else: the models stay full size (FACTS §9). 64 px images give
 # 8 x 8 latents (one LoRA step of the full U-Net: ~2 s); LoRA, gradient checkpointing and batch 2 are what a
-# Colab user would pick to fit 12.7 GB of RAM.
+# Colab user would pick to fit 12.7 GB of RAM. Notebook 03's kernel (the paper-size transformer, batch 16) grew
+# past 13 GB here before it was stopped; at batch 2 it stayed near 7 GB.
 SMOKE_CPU = {"soundiff.image_size": 64, "soundiff.lora": True, "soundiff.grad_checkpointing": True,
-             "soundiff.batch_size": 2}
+             "soundiff.batch_size": 2, "transformer.batch_size": 2}
 
 
 def smoke(out: Path, dtype: str | None, native: bool, names: list[str] | None = None) -> int:
