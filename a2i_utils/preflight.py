@@ -298,7 +298,9 @@ def check_embed(cfg: Config, m: Machine, probe=probe_url) -> list[Problem]:
 # The latent pass before fine-tuning (a2i_utils.soundiff.latents): the VAE encodes soundiff.latent_batch images
 # at a time, whatever the number of pairs, and the cache keeps each image's posterior mean and std in float16.
 ADVANCE_TRAIN_PAIRS = 4_570  # SounDiff-L's training pairs (FACTS: 80 epochs x ~4,570 pairs); SounDiff-S: ~260
-LATENT_PASS_GIB_PER_IMAGE = 3.0  # VAE encoder activations per 768 px image in float32 (estimate)
+# VAE encoder activations per 768 px image in float32: peak RSS 2.645 GiB, 1.200 GiB before the pass, batch 1
+# (measured on the CPU, bench/results/bench_latents.txt); taken as the GPU's too, halved in 16-bit (estimate)
+LATENT_PASS_GIB_PER_IMAGE = 1.45
 
 
 def latent_cache_gb(cfg: Config, pairs: int = ADVANCE_TRAIN_PAIRS) -> float:
