@@ -41,15 +41,28 @@ ROOT = Path(__file__).resolve().parents[1]
 def git_state() -> dict:
     """The commit of the code and the files of the package or scripts that differ from it (empty: clean)."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
     try:
-        commit = git("rev-parse", "HEAD")
+        commit = git("rev-parse", "HEAD").strip()
         dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "a2i_utils", "scripts").splitlines()
-                 if not ln[3:].startswith("a2i_utils/pretrained")]
+                 if ln[3:] and not ln[3:].startswith("a2i_utils/pretrained")]
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}
+
+
+def made_by(cfg, key: str, code: dict) -> dict:
+    """The code state of the run that trained ``key`` in this cache (``checkpoints/made_by.json``): recorded when a
+    run starts training it, read when a later run ships it from the cache; ``code`` when there is no record."""
+    from a2i_utils.io import atomic_write_text
+
+    path = Path(cfg.checkpoints_dir) / "made_by.json"
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in records:
+        records[key] = code
+        atomic_write_text(path, json.dumps(records, indent=1))
+    return records[key]
 
 
 def fingerprint(rows) -> str:
@@ -83,6 +96,18 @@ def loss_plot(path: Path, curves: dict[str, list[float]], title: str) -> None:
     plt.close(fig)
 
 
+def already_shipped(out: Path, name: str, key: str) -> dict | None:
+    """The card in ``out`` when it ships this very miniature (same key) with its files intact, else None: then
+    nothing is rewritten (the repository gets no new copy of the same weights)."""
+    from a2i_utils.checkpoints import hash_problems, read_card
+
+    card = read_card(name, out)
+    if card is not None and card["key"] == key and not hash_problems(card, out):
+        print(f"{name} {key} is shipped already, unchanged: its files and card are left as they are")
+        return card
+    return None
+
+
 def write_card(out: Path, name: str, card: dict) -> None:
     from a2i_utils.checkpoints import card_path
     from a2i_utils.io import atomic_write_text
@@ -97,7 +122,7 @@ def common(cfg, dataset, seconds: float, code: dict) -> dict:
         "data": {"tree": dataset.root.name, "pairs": len(dataset.pairs), "train_pairs": len(dataset.train),
                  "split": {"by": "base id (place), per class", "val_fraction": d.val_fraction,
                            "test_fraction": d.test_fraction}},
-        "code": code,  # taken when training started
+        "code": code,  # the commit (and changed files) of the run that trained it
         "made": {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(seconds, 1),
                  "torch": __import__("torch").__version__, "python": platform.python_version(),
                  "machine": platform.machine(), "torch_threads": 1},
@@ -109,6 +134,8 @@ def ship_imagebind(cfg, dataset, embedder, out: Path, seconds: float, code: dict
     from a2i_utils.imagebind import mini
     from a2i_utils.io import atomic_write, sha256_file
 
+    if (card := already_shipped(out, mini.SHIPPED_NAME, embedder.identity)) is not None:
+        return card
     src = mini.mini_checkpoint_path(cfg, embedder.identity)
     dest = out / mini.SHIPPED_FILE
     atomic_write(dest, lambda tmp: shutil.copyfile(src, tmp))
@@ -139,6 +166,8 @@ def ship_unclip(cfg, dataset, pipe, imagebind_key: str, out: Path, seconds: floa
     from a2i_utils.io import atomic_dir
     from a2i_utils.soundiff import mini
 
+    if (card := already_shipped(out, mini.SHIPPED_NAME, pipe.key)) is not None:
+        return card
     src = mini.mini_dir(cfg, pipe.key)
     dest = out / mini.SHIPPED_NAME
     atomic_dir(dest, lambda tmp: shutil.copytree(src, tmp))
@@ -167,27 +196,35 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, help="cache folder to train in (default: A2I_CACHE or the user's)")
     parser.add_argument("--out", type=Path, default=ROOT / "a2i_utils" / "pretrained", help="where to ship them")
+    parser.add_argument("--only", choices=("imagebind", "unclip"), help="make and ship only this one (the UnCLIP "
+                        "needs the ImageBind: trained too, or loaded from the cache, but not shipped)")
     args = parser.parse_args(argv)
     from a2i_utils.checkpoints import SHIPPED_ENV
 
     os.environ[SHIPPED_ENV] = "1"  # train (or reuse this cache's), never load what is shipped
     from a2i_utils.config import get_config
     from a2i_utils.data import prepare_dataset
-    from a2i_utils.imagebind.mini import load_or_train_mini
-    from a2i_utils.soundiff.mini import load_or_pretrain_mini
+    from a2i_utils.imagebind.mini import load_or_train_mini, mini_checkpoint_path, mini_key
+    from a2i_utils.soundiff.mini import load_or_pretrain_mini, mini_dir, mini_unclip_key
 
     code = git_state()
     cfg = get_config("demo", {"cache_dir": args.cache} if args.cache else {})
     dataset = prepare_dataset(cfg)
     print(dataset.summary().splitlines()[0])
+    ib_key = mini_key(cfg, dataset.pairs)
+    sd_key = mini_unclip_key(cfg, dataset.pairs, ib_key)
+    fresh = {ib_key: not mini_checkpoint_path(cfg, ib_key).is_file(),
+             sd_key: not (mini_dir(cfg, sd_key) / "info.json").is_file()}
+    made = {k: made_by(cfg, k, code) if trains else made_by(cfg, k, {**code, "note": "trained earlier in this cache"})
+            for k, trains in fresh.items()}
     t0 = time.time()
     embedder = load_or_train_mini(cfg, dataset)
     t1 = time.time()
-    pipe = load_or_pretrain_mini(cfg, dataset, embedder)
-    t2 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
-    cards = [ship_imagebind(cfg, dataset, embedder, args.out, t1 - t0, code),
-             ship_unclip(cfg, dataset, pipe, embedder.identity, args.out, t2 - t1, code)]
+    cards = [] if args.only == "unclip" else [ship_imagebind(cfg, dataset, embedder, args.out, t1 - t0, made[ib_key])]
+    if args.only != "imagebind":
+        pipe = load_or_pretrain_mini(cfg, dataset, embedder)
+        cards.append(ship_unclip(cfg, dataset, pipe, embedder.identity, args.out, time.time() - t1, made[sd_key]))
     total = sum((args.out / rel).stat().st_size for c in cards for rel in c["files"])
     for c in cards:
         print(f"{c['name']}: {c['key']}, steps {c['steps']}, last losses "
