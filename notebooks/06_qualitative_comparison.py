@@ -446,12 +446,22 @@ plt.show()
 # ## 6. Try it: the panel
 # Choose a held-out recording or upload your own (WAV, FLAC or OGG, any rate and length), listen, pick the model,
 # prompt, seed, embedding noise level and guidance, and press **Generate**: the image appears next to the
-# ground truth. Generation runs in a background thread; the button is disabled and the status line says
-# "working" meanwhile. On Colab (or in any notebook): `from a2i_utils.evaluation.panel import panel; panel()`.
-# (A stored notebook shows no live widgets: run the cell.)
+# ground truth, with a caption naming the recording, model, seed and settings that made it. Generation runs in a
+# background thread; the button is disabled and the status line says "loading ..." (a model's first use) or
+# "working" meanwhile. Changing the recording while it works drops that image: an image never sits beside another
+# recording. The same settings give the same image, on purpose (every draw is seeded): change the seed for another.
+# On Colab (or in any notebook): `from a2i_utils.evaluation.panel import panel; panel()`.
+#
+# The panel is live only in a running kernel. Here is what it looks like in JupyterLab (a screenshot taken by
+# `make browser`); the next cell shows the live panel, and runs on its own once the setup cells (imports, parameters,
+# config) have run.
+#
+# ![The panel in JupyterLab: controls, generated image with caption, ground truth](../bench/results/browser/panel.png)
 
 # %%
-ui = GenerationPanel(loader).show()
+# Runs on its own after the setup cells (imports, parameters, config): the loader of §1 if this kernel has one, else
+# a new one (whose first Generate loads the models: "loading ...").
+ui = GenerationPanel(globals().get("loader") or Loader(cfg, progress=True)).show()
 
 # %% [markdown]
 # The button does exactly this, which we run here so that the stored notebook shows it (and so that the tests check

@@ -23,7 +23,6 @@ import io
 import json
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -324,7 +323,6 @@ def run_steps(c: Check, url: str, bad: Path, good: Path) -> None:
                "generated")
     c.ok((c.box("image"), c.box("truth")) == before, "after generating: the images did not move")
     c.shot("generated")
-    shutil.copy(c.out / f"{c.n:02d}-generated.png", c.out / "page.png")
     page.locator(".a2i-panel").screenshot(path=str(c.out / "panel.png"))  # the picture notebook 06 shows
 
     def upload(path: Path) -> None:
