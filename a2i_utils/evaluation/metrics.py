@@ -226,8 +226,9 @@ def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elem
     """FD and KD of real (N, F) against fake (N * n, F), and their N leave-one-recording-out values.
 
     Returns {metric: (value, loo (N,))}: loo[i] is the metric recomputed without recording i (its real image and
-    its n images), the jackknife's resamples: subsets, so no feature is ever duplicated. The leave-one-out FDs come
-    from the Gram matrices (:func:`fd_from_grams`), batched in chunks of about ``chunk_elems`` numbers.
+    its n images), the jackknife's resamples: subsets, so no feature is ever duplicated. With more features than
+    recordings the leave-one-out FDs come from the Gram matrices (:func:`fd_from_grams`); batched in chunks of about
+    ``chunk_elems`` numbers.
     """
     n_rec, nf = real.shape
     if n_rec < 3:
@@ -237,23 +238,34 @@ def set_metric_values(real: torch.Tensor, fake: torch.Tensor, n: int, chunk_elem
     fake_by_rec = fake.double().reshape(n_rec, n, nf)  # (N, n, F)
     real, fake = real.double(), fake.double()
     fd = float(frechet_distance(real, fake))
-    g_rr, g_ff, g_rf = real @ real.T, fake @ fake.T, real @ fake.T  # (N, N), (N n, N n), (N, N n)
-    # sums and traces of the Gram matrices without recording i: (N,) each
-    d_rr, d_ff = g_rr.diagonal(), g_ff.diagonal().reshape(n_rec, n)  # (N,), (N, n)
-    own_ff = torch.einsum("iaib->i", g_ff.reshape(n_rec, n, n_rec, n))  # (N,) the block of i's images
-    sum_rr = g_rr.sum() - 2 * g_rr.sum(1) + d_rr
-    sum_ff = g_ff.sum() - 2 * g_ff.sum(1).reshape(n_rec, n).sum(1) + own_ff
-    tr_rr, tr_ff = d_rr.sum() - d_rr, d_ff.sum() - d_ff.sum(1)
     keep = torch.arange(n_rec).expand(n_rec, n_rec)[~torch.eye(n_rec, dtype=torch.bool)].reshape(n_rec, -1)  # (N, N-1)
-    keep_f = (keep[:, :, None] * n + torch.arange(n)).reshape(n_rec, -1)  # (N, (N-1) n) the kept images
-    step = max(1, chunk_elems // ((n_rec - 1) ** 2 * n))
-    fd_loo = torch.cat([fd_from_grams(sum_rr[i], tr_rr[i], sum_ff[i], tr_ff[i], g_rf[kr[:, :, None], kf[:, None, :]])
-                        for i, kr, kf in zip(torch.arange(n_rec).split(step), keep.split(step), keep_f.split(step))])
+    if nf < n_rec:  # few features: recompute FD on the kept features
+        step = max(1, chunk_elems // ((n_rec - 1) * (n + 1) * nf))
+        fd_loo = torch.cat([frechet_distance(real[kr], fake_by_rec[kr].reshape(len(kr), -1, nf))  # (b,)
+                            for kr in keep.split(step)])
+    else:  # many (Inception's 2,048): from the Gram matrices, only rows and columns deleted
+        fd_loo = _fd_loo_from_grams(real, fake, n, keep, chunk_elems)
     h = kd_pair_terms(real, fake_by_rec)  # (N, N)
     total, rows = h.sum(), h.sum(1)  # (), (N,)
     kd = float(total / (n_rec * (n_rec - 1)))
     kd_loo = (total - 2 * rows) / ((n_rec - 1) * (n_rec - 2))  # (N,) the mean over pairs without recording i
     return {"FD": (fd, fd_loo.numpy()), "KD": (kd, kd_loo.numpy())}
+
+
+def _fd_loo_from_grams(real: torch.Tensor, fake: torch.Tensor, n: int, keep: torch.Tensor,
+                       chunk_elems: int) -> torch.Tensor:
+    """FD without each recording, from the Gram matrices: real (N, F), fake (N * n, F), keep (N, N-1) -> (N,)."""
+    n_rec = len(real)
+    g_rr, g_ff, g_rf = real @ real.T, fake @ fake.T, real @ fake.T  # (N, N), (N n, N n), (N, N n)
+    d_rr, d_ff = g_rr.diagonal(), g_ff.diagonal().reshape(n_rec, n)  # (N,), (N, n)
+    own_ff = torch.einsum("iaib->i", g_ff.reshape(n_rec, n, n_rec, n))  # (N,) the block of i's images
+    sum_rr = g_rr.sum() - 2 * g_rr.sum(1) + d_rr  # (N,) the Gram sums and traces without recording i
+    sum_ff = g_ff.sum() - 2 * g_ff.sum(1).reshape(n_rec, n).sum(1) + own_ff
+    tr_rr, tr_ff = d_rr.sum() - d_rr, d_ff.sum() - d_ff.sum(1)
+    keep_f = (keep[:, :, None] * n + torch.arange(n)).reshape(n_rec, -1)  # (N, (N-1) n) the kept images
+    step = max(1, chunk_elems // ((n_rec - 1) ** 2 * n))
+    return torch.cat([fd_from_grams(sum_rr[i], tr_rr[i], sum_ff[i], tr_ff[i], g_rf[kr[:, :, None], kf[:, None, :]])
+                      for i, kr, kf in zip(torch.arange(n_rec).split(step), keep.split(step), keep_f.split(step))])
 
 
 def jackknife_ci(value: float, loo: np.ndarray, level: float = 0.95) -> tuple[float, float]:
