@@ -86,3 +86,34 @@ def test_resumed_fp16_run_equals_an_uninterrupted_one(tmp_path, fp16_on_cpu):
     a = load_finetuned(pipe, tmp_path / "whole").unet.state_dict()
     b = load_finetuned(pipe, tmp_path / "cut").unet.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_backward_runs_outside_autocast(tmp_path, monkeypatch):
+    """As accelerate's examples: the forward under autocast, the backward after it."""
+    from accelerate import Accelerator
+
+    inside = []
+
+    class Recording(Accelerator):
+        def autocast(self, *a, **k):
+            import contextlib
+
+            @contextlib.contextmanager
+            def block():
+                inside.append(True)
+                try:
+                    with super(Recording, self).autocast(*a, **k):
+                        yield
+                finally:
+                    inside.pop()
+
+            return block()
+
+        def backward(self, loss, **kwargs):
+            assert not inside, "backward inside the autocast block"
+            return super().backward(loss, **kwargs)
+
+    monkeypatch.setattr(training, "make_accelerator", lambda cfg, device: Recording(cpu=True))
+    cfg = _cfg(tmp_path)
+    history = finetune(cfg, tiny_pipe(), tiny_data(), variant_of(cfg, "L", steps=2), tmp_path / "run", progress=False)
+    assert len(history["loss"]) == 2
