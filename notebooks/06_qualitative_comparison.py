@@ -325,15 +325,19 @@ for suffix in ("", " + prompt"):
 # ## 4. The metrics
 # Every column is measured on every held-out recording, with the real held-out images as a reference row (their
 # AIC is the judge's own accuracy, their AIS the ceiling of §2, their IIS trivially 1; FD/KD of a set against
-# itself are not defined, shown as "—"). Each interval is a 95% percentile bootstrap over **recordings**, the unit
-# that was drawn; FD and KD are recomputed on each resample. FD/KD in demo mode use the scene classifier's pooled
-# features, so they are **not FID**: they only compare our systems with each other.
+# itself are not defined, shown as "—"). Each interval is 95% and resamples **recordings**, the unit that was drawn:
+# for AIS, IIS and AIC a percentile bootstrap; for FD and KD a jackknife (each recording and its images left out in
+# turn), because a bootstrap with replacement duplicates features and pushes both distances up, so far that its
+# intervals lay above their own estimates. KD is unbiased, so its interval is for the distance itself; FD is biased
+# upward at a finite size, so its interval is for the FD expected at this many recordings, and only FDs over the
+# same recordings compare. FD/KD in demo mode use the scene classifier's pooled features, so they are **not FID**:
+# they only compare our systems with each other.
 
 # %%
 t0 = time.perf_counter()
 results = [evaluate_images(ctx, REFERENCE, ctx.gt_images[:, None], set_metrics=False)]
 for label, _, _ in columns:
-    results.append(evaluate_images(ctx, label, images[label][:, :N_SEEDS], n_boot_set=100))
+    results.append(evaluate_images(ctx, label, images[label][:, :N_SEEDS]))
 rows_table = table_rows(results)
 paths = write_table(rows_table, FIG_DIR, ctx.feature_name)
 print(f"measured in {time.perf_counter() - t0:.0f} s; wrote", ", ".join(p.name for p in paths))
@@ -347,16 +351,17 @@ plt.show()
 
 # %% [markdown]
 # Which differences are real? For each system against the baseline (same recordings, same seeds), the paired
-# bootstrap interval of the difference in AIC and AIS; a system is called better only when that interval
-# excludes zero (for FD, only when the two intervals do not overlap).
+# interval of the difference: a bootstrap over recordings for AIC and AIS, the jackknife of the difference (the same
+# recording left out of both) for FD and KD. A system is called better only when that interval excludes zero.
 
 # %%
 by_name = {r.name: r for r in results}
 for label, _, _ in columns[1:]:
-    for metric in ("AIC", "AIS", "FD"):
+    for metric in ("AIC", "AIS", "FD", "KD"):
         v = verdict(by_name["baseline"], by_name[label], metric)
-        ci = "" if metric == "FD" else f" [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
-        print(f"{label:22s} {metric}: {label} - baseline = {v['diff']:+.3f}{ci} -> {v['verdict']}")
+        d = 4 if metric == "KD" else 3
+        print(f"{label:22s} {metric}: {label} - baseline = {v['diff']:+.{d}f} "
+              f"[{v['ci'][0]:+.{d}f}, {v['ci'][1]:+.{d}f}] -> {v['verdict']}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -364,6 +369,7 @@ for label, _, _ in columns[1:]:
 for r in rows_table:
     assert all(0.0 <= r[m] <= 1.0 for m in ("AIS", "IIS", "AIC")), r
     assert r["system"] == REFERENCE or r["FD"] >= 0, r
+    assert r["system"] == REFERENCE or all(r[m + "_lo"] <= r[m] <= r[m + "_hi"] for m in ("FD", "KD")), r
 l_vs_base = verdict(by_name["baseline"], by_name["SounDiff-L"], "AIC")
 print("all metrics in range: True")
 print("SounDiff-L's AIC above the baseline's:", by_name["SounDiff-L"].per_recording["AIC"].mean()
@@ -574,8 +580,8 @@ print(f"SounDiff-S + prompt: AIC {s_aic[is_ts].mean():.2f} on the {int(is_ts.sum
 def said(a: str, b: str, metric: str) -> str:
     """One verdict line: b against a on metric, with the paired interval."""
     v = verdict(by_name[a], by_name[b], metric)
-    ci = "" if metric == "FD" else f" [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"
-    return f"{metric} {v['diff']:+.3f}{ci}: {v['verdict']}"
+    d = 4 if metric == "KD" else 3
+    return f"{metric} {v['diff']:+.{d}f} [{v['ci'][0]:+.{d}f}, {v['ci'][1]:+.{d}f}]: {v['verdict']}"
 
 
 print(f"baseline (zero-shot): AIC {aic['baseline']:.2f}; its weakest scenes: {', '.join(worst_base)}")
@@ -620,7 +626,9 @@ print(f"mean half-width of the AIC intervals: {half:.3f} ({len(ctx.pairs)} recor
 # - AIS and IIS use the miniature ImageBind, which also chose the reranked images (§5): their reranking gain is
 #   partly circular.
 # - FD/KD here are distances in the scene classifier's feature space over a few dozen images: strongly biased
-#   by the sample size, so only comparisons at the same size mean anything, and they are never FID.
+#   by the sample size, so only comparisons at the same size mean anything, and they are never FID. Their intervals
+#   and differences are jackknives over recordings; FD's interval is for the FD at this number of recordings, not for
+#   FID at infinite size.
 # - The half-width of the AIC intervals printed above is the size of a difference these numbers can resolve;
 #   smaller differences are not differences. `a2i evaluate` draws `soundiff.eval_seeds` images per recording.
 #
@@ -628,7 +636,7 @@ print(f"mean half-width of the AIC intervals: {half:.3f} ({len(ctx.pairs)} recor
 # - The paper's Table 1 is drawn with the same seeds across columns, next to the ground truth, the sound and the
 #   pixel transformer.
 # - Measured on held-out recordings, fine-tuning on audio (SounDiff-L) is compared with the zero-shot baseline by
-#   AIC, AIS, IIS and FD/KD with bootstrap intervals; a system is called better only outside the interval.
+#   AIC, AIS, IIS and FD/KD with bootstrap (AIS, IIS, AIC) and jackknife (FD, KD) intervals; a system is called better only outside the interval.
 # - Best-of-N reranking by ImageBind similarity is compared with N = 1 and with the same compute spent on
 #   independent samples.
 # - `a2i generate` and `a2i evaluate` do the same from the command line; the panel lets you try any recording.
