@@ -35,7 +35,8 @@
 #   pairs are matched by file name, never by position in a sorted list;
 # - what the 13 scene classes look like and sound like (in demo mode: our synthetic soundscape world);
 # - how recordings are read robustly (any rate, channel count, sample format; clear errors for bad files);
-# - why the 90/10 split is made **by base id** (the 5-digit place id), stratified by class, and stored;
+# - why the train / validation / test split (70/10/20 of each class's places) is made **by base id** (the 5-digit
+#   place id), stratified by class, and stored; which split is for what;
 # - why sound does not give the scene away: sources shared across scenes, mixes, noisy recordings.
 
 # %% tags=["install"]
@@ -508,10 +509,17 @@ print(f"places with _k views: {sum(n > 1 for n in groups.values())} of {len(grou
 
 # %% [markdown]
 # If we split file by file, a validation recording would often have its exact copy in the training set, and
-# validation would measure memory, not generalisation. So the split assigns **whole base ids** to train or
-# validation: per class, a seeded shuffle of the class's base ids puts `data.val_fraction` of them
-# (10%, rounded, at least one) in validation (`split_by_base_id`, seeded with `cfg.seed`). It is stored in
-# `split.json` next to the data, and every notebook reads the same one. How much would a per-file split leak?
+# validation would measure memory, not generalisation. So the split assigns **whole base ids** (places) to one
+# side: per class, a seeded shuffle of the class's base ids puts `data.val_fraction` of them in **validation** and
+# `data.test_fraction` in **test** (rounded, at least one each; `split_by_base_id`, seeded with `cfg.seed`), the rest
+# in training. The three have three jobs (ours; the paper had one 90/10 split):
+# - **train**: what every model learns from (the pixel transformer, the miniatures, SounDiff);
+# - **validation**: where the course chooses its settings (guidance, steps, noise level, audio scale) and watches
+#   training;
+# - **test**: where every number that notebooks 04-06 report is measured; nothing is tuned on it.
+#
+# It is stored in `split.json` next to the data, and every notebook reads the same one. How much would a per-file
+# split leak?
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -523,13 +531,15 @@ print(f"per-file split: {leaks} of {len(per_file_val)} validation recordings als
 overlap = {q.base_id for q in ds.train} & {q.base_id for q in ds.val}
 print(f"split by base id: {len(overlap)} base ids on both sides")
 assert not overlap
-assert split_by_base_id(ds.pairs, cfg.data.val_fraction, cfg.seed) == {q.base_id: q.split for q in ds.pairs}
+assert split_by_base_id(ds.pairs, cfg.data.val_fraction, cfg.seed, cfg.data.test_fraction) == {
+    q.base_id: q.split for q in ds.pairs}
 
 # %%
-tr, va = ds.counts(ds.train), ds.counts(ds.val)
+tr, va, te = ds.counts(ds.train), ds.counts(ds.val), ds.counts(ds.test)
 fig, ax = plt.subplots(figsize=(10, 3.8))
 ax.bar(range(13), [tr[c] for c in CLASSES], label="train")
 ax.bar(range(13), [va[c] for c in CLASSES], bottom=[tr[c] for c in CLASSES], label="validation")
+ax.bar(range(13), [te[c] for c in CLASSES], bottom=[tr[c] + va[c] for c in CLASSES], label="test")
 ax.set_xticks(range(13), CLASSES, rotation=60, ha="right")
 ax.set(title="The stored split: pairs per class (stratified by class, by base id)", xlabel="scene class",
        ylabel="pairs")
@@ -539,9 +549,10 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"train {len(ds.train)} pairs / val {len(ds.val)} pairs; "
-      f"val share of base ids: {len({q.base_id for q in ds.val}) / len({q.base_id for q in ds.pairs}):.2f}")
-assert all(va[c] >= 1 for c in CLASSES), "every class has validation pairs"
+n_places = len({q.base_id for q in ds.pairs})
+print(f"train {len(ds.train)} pairs / val {len(ds.val)} pairs / test {len(ds.test)} pairs; share of base ids: "
+      f"val {len({q.base_id for q in ds.val}) / n_places:.2f}, test {len({q.base_id for q in ds.test}) / n_places:.2f}")
+assert all(va[c] >= 1 and te[c] >= 1 for c in CLASSES), "every class has validation and test pairs"
 
 # %% [markdown]
 # ## Summary
@@ -553,7 +564,8 @@ assert all(va[c] >= 1 for c in CLASSES), "every class has validation pairs"
 # - By ear they overlap, as in ADVANCE: sources shared across related scenes, a different mix per recording,
 #   quiet signatures and noise-dominated recordings. Notebook 04 measures how far a model gets from sound
 #   alone, and which scenes it confuses.
-# - The 90/10 split is by base id (the `_k` files reuse recordings), stratified by class, seeded and stored.
+# - The train / validation / test split is by base id (the `_k` files reuse recordings), stratified by class, seeded
+#   and stored: models learn on train, settings are chosen on validation, numbers are reported on test.
 #
 # **Exercises**
 # 1. Set `cfg = get_config(MODE, {"data.per_class": 96})` and re-run: how long does the synthetic world take

@@ -106,13 +106,14 @@ print(cfg.imagebind)
 # %% [markdown]
 # ## 1. The pairs
 # The same dataset and split as notebook 01 (made or downloaded into the cache if missing). The measurements
-# of the bridge (sections 5-7) use the validation pairs, which the miniature never saw; section 8 examines
+# of the bridge (sections 5-7) use the **test** pairs, which the miniature never saw and no choice of the course was
+# tuned on (settings are chosen on the validation split, notebook 01); section 8 examines
 # the *training* pairs, to find bad ones in the data a generator would learn from.
 
 # %%
 t0 = time.time()
 ds = prepare_dataset(cfg, progress=False)  # made (or downloaded) on the first run: ~30 s in demo mode
-val = sorted(ds.val, key=lambda p: (CLASSES.index(p.label), p.id))  # grouped by scene for the plots
+test = sorted(ds.test, key=lambda p: (CLASSES.index(p.label), p.id))  # grouped by scene for the plots
 train = ds.train
 print(f"dataset ready in {time.time() - t0:.0f} s")
 meta_path = ds.root / "synthetic.json"  # demo: what went into every recording (absent for real data)
@@ -120,7 +121,7 @@ meta = json.loads(meta_path.read_text())["pairs"] if meta_path.is_file() else {}
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"{len(train)} training pairs, {len(val)} validation pairs, {len({p.label for p in val})} classes in val")
+print(f"{len(train)} training pairs, {len(test)} test pairs, {len({p.label for p in test})} classes in test")
 
 # %% [markdown]
 # ## 2. From waveform to ImageBind's input
@@ -132,7 +133,7 @@ print(f"{len(train)} training pairs, {len(val)} validation pairs, {len({p.label 
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pair = val[0]
+pair = test[0]
 wave = load_audio(pair.audio_path, iba.SAMPLE_RATE)  # float32 mono at 16 kHz, read without ffmpeg
 bounds = iba.clip_bounds(len(wave))
 print(f"{pair.label}/{pair.id}: {len(wave)} samples = {len(wave) / iba.SAMPLE_RATE:.2f} s at 16 kHz")
@@ -264,8 +265,8 @@ else:
 
 # %%
 stats = EmbedStats()
-audio_val = embed_files(emb, [p.audio_path for p in val], "audio", cfg, progress=False, stats=stats)  # (N, D)
-image_val = embed_files(emb, [p.image_path for p in val], "vision", cfg, progress=False, stats=stats)  # (N, D)
+audio_test = embed_files(emb, [p.audio_path for p in test], "audio", cfg, progress=False, stats=stats)  # (N, D)
+image_test = embed_files(emb, [p.image_path for p in test], "vision", cfg, progress=False, stats=stats)  # (N, D)
 audio_tr = embed_files(emb, [p.audio_path for p in train], "audio", cfg, progress=False, stats=stats)  # (M, D)
 image_tr = embed_files(emb, [p.image_path for p in train], "vision", cfg, progress=False, stats=stats)  # (M, D)
 text = embed_texts(emb, class_prompts(CLASSES), cfg)  # (13, D)
@@ -277,29 +278,29 @@ print(f"{stats} in {stats.seconds:.1f} s")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-n_files = 2 * (len(val) + len(train))
+n_files = 2 * (len(test) + len(train))
 n_distinct = len({p.audio_path.read_bytes() for p in ds.pairs}) + len({p.image_path.read_bytes() for p in ds.pairs})
 print(f"{n_files} files; {n_distinct} distinct contents; {n_files - n_distinct} copies "
       f"(the recordings of the {sum(p.id != p.base_id for p in ds.pairs)} `_k` pairs)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
-a_norm, v_norm = audio_val.norm(dim=1), image_val.norm(dim=1)
-assert audio_val.shape == image_val.shape == (len(val), emb.embed_dim)
+a_norm, v_norm = audio_test.norm(dim=1), image_test.norm(dim=1)
+assert audio_test.shape == image_test.shape == (len(test), emb.embed_dim)
 assert torch.allclose(v_norm, torch.ones_like(v_norm), atol=1e-4)
 assert (a_norm <= 20 + 1e-3).all() and (a_norm > 1).all()
 print("vision norms are 1:", True, "| audio norms are in (1, 20]:", True)
 print("audio_scale handed to the U-Net:", cfg.imagebind.audio_scale)
 
 # %%
-scaled = scale_audio(audio_val, cfg.imagebind.audio_scale)
+scaled = scale_audio(audio_test, cfg.imagebind.audio_scale)
 fig, ax = plt.subplots(figsize=(8, 3))
 bins = np.linspace(0, 21, 85)
 ax.hist(v_norm.numpy(), bins=bins, label="vision (ImageBind)", color="C0")
 ax.hist(a_norm.numpy(), bins=bins, label="audio (ImageBind)", color="C1", alpha=0.8)
-ax.hist(scale_audio(audio_val, "unit").norm(dim=1).numpy(), bins=bins, label='audio, audio_scale="unit"',
+ax.hist(scale_audio(audio_test, "unit").norm(dim=1).numpy(), bins=bins, label='audio, audio_scale="unit"',
         color="C2", histtype="step", lw=2)
-ax.set(title=f"Embedding norms (validation); the U-Net gets audio_scale={cfg.imagebind.audio_scale!r}",
+ax.set(title=f"Embedding norms (test); the U-Net gets audio_scale={cfg.imagebind.audio_scale!r}",
        xlabel="L2 norm", ylabel="recordings / images")
 ax.legend()
 plt.show()
@@ -322,11 +323,11 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-rec = one_pair_per_recording(val)  # one pair per (class, base id), still grouped by scene
+rec = one_pair_per_recording(test)  # one pair per (class, base id), still grouped by scene
 keep = {id(p) for p in rec}
-rows = torch.tensor([i for i, p in enumerate(val) if id(p) in keep])  # positions of those pairs in val
-audio_rec, image_rec = audio_val[rows], image_val[rows]  # (R, D) each
-print(f"{len(val)} validation pairs, {len(rec)} distinct recordings (one pair per recording)")
+rows = torch.tensor([i for i, p in enumerate(test) if id(p) in keep])  # positions of those pairs in test
+audio_rec, image_rec = audio_test[rows], image_test[rows]  # (R, D) each
+print(f"{len(test)} test pairs, {len(rec)} distinct recordings (one pair per recording)")
 
 # %% [markdown]
 # The cosine similarity of every held-out recording (rows) with the image of every held-out place (columns),

@@ -13,7 +13,7 @@
 # Only the U-Net is fine-tuned on (recording, image) pairs; everything else stays frozen.
 #
 # **What you will learn**
-# - what is pretrained, and by whom (in demo mode: a miniature UnCLIP that our code pretrains on the CPU);
+# - what is pretrained, and by whom (in demo mode: a miniature UnCLIP that our recipe pretrained, shipped with a2i);
 # - how the U-Net's 2048-d `class_labels` are built from an embedding, piece by piece, exactly as the pipeline does;
 # - one training step dissected, with shapes: VAE latents, DDPM noising, the prompt, the condition, the v target;
 # - why the target must be **v** for this model, shown numerically against the paper code's epsilon target;
@@ -101,12 +101,19 @@ print(cfg.soundiff)
 # ## 1. What is pretrained, and by whom
 # | part | full mode (the paper) | demo mode (this CPU) |
 # | --- | --- | --- |
-# | ImageBind | Meta's `imagebind_huge` | the miniature of notebook 04, trained by our code |
-# | VAE | Stability AI's, trained on LAION | a small `AutoencoderKL`, trained here on the synthetic training images |
+# | ImageBind | Meta's `imagebind_huge` | the miniature of notebook 04: our recipe, demo train split, shipped |
+# | VAE | Stability AI's, trained on LAION | a small `AutoencoderKL`: our recipe, training images, shipped |
 # | tokenizer, text encoder | OpenCLIP's | a character `CLIPTokenizer` written offline, a small random frozen encoder |
 # | normaliser statistics | OpenCLIP ViT-H image embeddings | the miniature ImageBind's vision embeddings |
-# | U-Net | Stability AI's, on OpenCLIP image embeddings | trained here on the miniature's **vision** embeddings |
-# | fine-tuned here | the U-Net, on ImageBind **audio** embeddings | the same |
+# | U-Net | Stability AI's, on OpenCLIP image embeddings | our recipe, on the miniature's **vision** embeddings |
+# | fine-tuned in this notebook | the U-Net, on ImageBind **audio** embeddings (SounDiff-L, -S) | the same |
+#
+# As the paper downloads what it does not train, demo mode loads what it does not train: the miniatures ship
+# pretrained in `a2i_utils/pretrained/` (made by `scripts/pretrain_miniatures.py`, `make pretrained`), each with
+# a card (`*.card.json`: the recipe's config, the data fingerprint, the seed, every loss, the SHA-256 of each file
+# and the commit that made them). They are loaded only when the card's key equals the one the current config
+# computes and every hash checks; a changed `mini_*` setting pretrains a new one instead, and says so. What the
+# paper trains, SounDiff-L and -S, is trained below.
 #
 # How the pieces connect (the paper's Figure 2, drawn with the names this notebook uses): the sound reaches the
 # U-Net only through `class_labels` (section 3); the prompt through cross-attention; the U-Net predicts $v$ from a
@@ -163,13 +170,15 @@ plt.show()
 # The miniature stands in for Stability's model: same diffusers classes, same conditioning, same v-prediction
 # scheduler, at 32 px instead of 768. Its U-Net never sees a sound while pretraining, so fed audio embeddings it is
 # what the paper's zero-shot baseline is: a decoder of *image* embeddings, handed embeddings of another modality.
-# The next cell loads it, or pretrains it first (a few minutes on the CPU, once; then it is cached).
+# The next cell loads the shipped miniature (`a2i_utils/pretrained/`, SHA-256 checked); a changed `soundiff.mini_*`
+# config pretrains one instead (about 7 min of CPU, once; then it is cached).
 
 # %%
 ds = prepare_dataset(cfg)
 emb = load_imagebind(cfg)
 pipe = load_pipeline(cfg)  # demo: the miniature UnCLIP (pretrained here if missing); full: SD 2.1 UnCLIP
-val = one_pair_per_recording(sorted(ds.val, key=lambda p: (CLASSES.index(p.label), p.id)))  # held-out recordings
+test = one_pair_per_recording(sorted(ds.test, key=lambda p: (CLASSES.index(p.label), p.id)))  # reported on test
+# (the validation split, ds.val, is where section 8's sampling settings are chosen; nothing is tuned on test)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -177,7 +186,7 @@ for name in ("unet", "vae", "text_encoder", "image_encoder"):
     print(f"{name:<14} {type(getattr(pipe, name)).__name__:<30} {count_params_m(getattr(pipe, name)):>7.1f} M params")
 print("scheduler:", type(pipe.scheduler).__name__, pipe.scheduler.config.prediction_type)
 print("class_labels width:", pipe.unet.config.projection_class_embeddings_input_dim)
-print(f"held-out recordings: {len(val)}")
+print(f"held-out test recordings: {len(test)} (validation: {len(one_pair_per_recording(ds.val))})")
 
 # %% [markdown]
 # The image encoder is a stand-in with no weights: SounDiff always passes `image_embeds`, so the real CLIP image
@@ -203,7 +212,7 @@ if MODE == "demo":
 
 # %%
 clf, clf_info = load_or_train_classifier(cfg, ds)
-labels = np.array([CLASSES.index(p.label) for p in val])
+labels = np.array([CLASSES.index(p.label) for p in test])
 print(f"scene classifier: held-out accuracy {clf_info['val_acc']:.3f} on {clf_info['n_val']} validation images "
       f"(chance {1 / len(CLASSES):.3f})")
 
@@ -214,15 +223,15 @@ print(f"scene classifier: held-out accuracy {clf_info['val_acc']:.3f} on {clf_in
 
 # %%
 with cpu_threads(cfg.soundiff.cpu_threads):
-    vision = embed_files(emb, [p.image_path for p in val], "vision", cfg, progress=False)  # (N, 1024)
-    audio_raw = embed_files(emb, [p.audio_path for p in val], "audio", cfg, progress=False)  # (N, 1024)
+    vision = embed_files(emb, [p.image_path for p in test], "vision", cfg, progress=False)  # (N, 1024)
+    audio_raw = embed_files(emb, [p.audio_path for p in test], "audio", cfg, progress=False)  # (N, 1024)
     audio = scale_audio(audio_raw, cfg.imagebind.audio_scale)
     imgs_vision, hits_vision = scene_hit_rates(cfg, pipe, clf, vision, labels)  # (N, n, H, W, 3), (N,)
 size = cfg.soundiff.image_size
-truth = np.stack([load_image(p.image_path, size) for p in val])  # (N, H, W, 3)
-show = np.linspace(0, len(val) - 1, min(10, len(val))).round().astype(int)  # recordings spread over the scenes
+truth = np.stack([load_image(p.image_path, size) for p in test])  # (N, H, W, 3)
+show = np.linspace(0, len(test) - 1, min(10, len(test))).round().astype(int)  # recordings spread over the scenes
 fig = figures.image_rows({"real": truth[show], "seed 0": imgs_vision[show, 0], "seed 1": imgs_vision[show, 1]},
-                         [val[i].label for i in show], "Pretrained decoder, from held-out images' vision embeddings")
+                         [test[i].label for i in show], "Pretrained decoder, from held-out images' vision embeddings")
 save_figure(fig, cfg.figures_dir / "05_baseline_vision.png")
 plt.show()
 print(f"scene accuracy of these samples: {hits_vision.mean():.3f}")
@@ -257,7 +266,7 @@ fig = figures.class_labels_figure(
      f"what the noise changed: z_s - z (level {level})": (z_s - z)[0].detach(),
      "unnormalised e_s": e_s[0].detach(), f"sinusoidal embedding of level {level}": level_emb[0],
      "class_labels = [e_s, embedding of s] (2048-d)": by_hand[0].detach()},
-    f"From one recording's embedding to the U-Net's class_labels ({val[0].label})")
+    f"From one recording's embedding to the U-Net's class_labels ({test[0].label})")
 plt.show()
 
 # %% [markdown]
@@ -283,13 +292,13 @@ for ax, names, title in [(axes[0], list(z_of), "all three: scale"),
         ax.plot(z_of[name].numpy(), lw=0.6, alpha=0.8, label=name)
     ax.set(title=f"normalised z, {title}", xlabel="dimension", ylabel="z (image-embedding std units)")
     ax.legend(fontsize=7)
-fig.suptitle(f"Scale against direction, one held-out recording ({val[0].label})")
+fig.suptitle(f"Scale against direction, one held-out recording ({test[0].label})")
 plt.show()
 cos = torch.nn.functional.cosine_similarity(audio_raw, vision)  # (N,) each recording against its own image
 for name, x in [("audio, as configured", e), ("audio, unit scale", audio_unit), ("vision", vision[:1])]:
     print(f"{name:<22} norm {float(x.norm()):6.2f}")
 print("largest |z|: " + ", ".join(f"{name} {float(vec.abs().max()):.1f}" for name, vec in z_of.items()))
-print(f"direction: cosine(audio, its own image's vision embedding) over {len(val)} held-out recordings: "
+print(f"direction: cosine(audio, its own image's vision embedding) over {len(test)} held-out recordings: "
       f"mean {float(cos.mean()):.3f} (1 would mean no gap)")
 
 # %% [markdown]
@@ -393,7 +402,7 @@ print("one DDIM step with guidance, by hand == the pipeline's == DDIMScheduler.s
 # %%
 # NBVAL_CHECK_OUTPUT
 B = 4
-batch = val[:B]
+batch = test[:B]
 g = torch.Generator().manual_seed(cfg.seed)
 with torch.no_grad():
     mean, std = encode_latent_dist(pipe.vae, image_tensor([p.image_path for p in batch], size))  # float32, CPU
@@ -456,14 +465,14 @@ def unet_in_batches(x, t, prompt, cond):
 
 
 with torch.no_grad():
-    x0_val = encode_latent_dist(pipe.vae, image_tensor([p.image_path for p in val], size), batch=BATCH)[0]
+    x0_val = encode_latent_dist(pipe.vae, image_tensor([p.image_path for p in test], size), batch=BATCH)[0]
     x0_val = x0_val * pipe.vae.config.scaling_factor  # (N, 4, h, w): posterior means, float32 on the CPU
     g_val = torch.Generator().manual_seed(0)
     prompt_val = encode_prompt(pipe, "")  # (1, L, C)
     cond_val = class_labels(pipe, vision, 0, noise=torch.zeros_like(vision))  # the condition it was pretrained on
     rows = []
     for step in (50, 250, 500, 750, 950):
-        t_val = torch.full((len(val),), step)
+        t_val = torch.full((len(test),), step)
         eps_val = torch.randn(x0_val.shape, generator=g_val)
         out = unet_in_batches(sched.add_noise(x0_val, eps_val, t_val), step, prompt_val, cond_val)  # (N, 4, h, w)
         v_val = sched.get_velocity(x0_val, eps_val, t_val)
@@ -532,12 +541,12 @@ with cpu_threads(cfg.soundiff.cpu_threads):
     imgs_base, hits_base = scene_hit_rates(cfg, pipe, clf, audio, labels)
     imgs_l, hits_l = scene_hit_rates(cfg, tuned_l, clf, audio, labels)
 fig = figures.image_rows({"real": truth[show], "zero-shot": imgs_base[show, 0], "SounDiff-L": imgs_l[show, 0]},
-                         [val[i].label for i in show], "Held-out recordings: before and after fine-tuning (seed 0)")
+                         [test[i].label for i in show], "Held-out recordings: before and after fine-tuning (seed 0)")
 save_figure(fig, cfg.figures_dir / "05_before_after.png")
 plt.show()
 
 # %%
-first = val[show[LISTEN]]
+first = test[show[LISTEN]]
 print(f"{first.label} / {first.id}")
 display(Audio(load_audio(first.audio_path, 16_000), rate=16_000))
 
@@ -615,12 +624,12 @@ plt.show()
 # train-station recordings, and the share of them the judge calls a train station (printed below the grid):
 
 # %%
-ts = [i for i, p in enumerate(val) if p.label == cfg.soundiff.subset_s]
+ts = [i for i, p in enumerate(test) if p.label == cfg.soundiff.subset_s]
 with cpu_threads(cfg.soundiff.cpu_threads):
     imgs_s = generate(tuned_s, audio[ts], cfg.soundiff.prompt_s, n=3, seed=cfg.seed, steps=cfg.soundiff.sample_steps,
                       guidance=cfg.soundiff.guidance_scale)  # (n_ts, 3, H, W, 3)
 fig = figures.image_rows({"real": truth[ts]} | {f"seed {j}": imgs_s[:, j] for j in range(3)},
-                         [val[i].id for i in ts], f"SounDiff-S ({cfg.soundiff.prompt_s!r}), held-out train stations")
+                         [test[i].id for i in ts], f"SounDiff-S ({cfg.soundiff.prompt_s!r}), held-out train stations")
 plt.show()
 hit_s = (predict(clf, imgs_s) == CLASSES.index(cfg.soundiff.subset_s)).mean()
 print(f"{len(ts)} held-out train-station recordings; share of SounDiff-S images judged train station: {hit_s:.3f}")
@@ -685,6 +694,10 @@ print("plain diffusers draws the same images (within one intensity level):", sam
 #    `DDPMScheduler.from_config(sched.config, prediction_type="epsilon")` as the noise scheduler (so that
 #    `diffusion_loss` targets epsilon while the sampler still reads v, as in the paper's code), and train a copy of
 #    `pipe.unet` with AdamW for `cfg.soundiff.steps` steps on batches of the training pairs' latents.
+# 7. Retrain a miniature: set `OVERRIDES = {"soundiff.mini_unet_steps": 600}`. The shipped miniature no longer fits
+#    the config, so the model cell says so and pretrains one (a few minutes). Compare its section-2 samples with the
+#    shipped one's, and its losses with the shipped card's (`a2i_utils/pretrained/mini_unclip.card.json`).
+#    `A2I_NO_SHIPPED=1` (set before starting Jupyter) retrains the shipped recipe itself.
 #
 # **Next:** [06 qualitative comparison](06_qualitative_comparison.ipynb) puts the paper's two systems, the pixel
 # transformer and SounDiff, side by side on the same held-out recordings, and measures them.

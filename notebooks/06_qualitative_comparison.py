@@ -636,7 +636,8 @@ print(f"mean half-width of the AIC intervals: {half:.3f} ({len(ctx.pairs)} recor
 # - The paper's Table 1 is drawn with the same seeds across columns, next to the ground truth, the sound and the
 #   pixel transformer.
 # - Measured on held-out recordings, fine-tuning on audio (SounDiff-L) is compared with the zero-shot baseline by
-#   AIC, AIS, IIS and FD/KD with bootstrap (AIS, IIS, AIC) and jackknife (FD, KD) intervals; a system is called better only outside the interval.
+#   AIC, AIS, IIS and FD/KD with bootstrap (AIS, IIS, AIC) and jackknife (FD, KD) intervals; a system is called
+#   better only outside the interval.
 # - Best-of-N reranking by ImageBind similarity is compared with N = 1 and with the same compute spent on
 #   independent samples.
 # - `a2i generate` and `a2i evaluate` do the same from the command line; the panel lets you try any recording.

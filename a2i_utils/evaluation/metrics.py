@@ -398,12 +398,14 @@ def evaluate_images(ctx: EvalContext, name: str, images: np.ndarray, set_metrics
 
 
 def build_context(cfg, dataset, embedder, n_recordings: int | None = None, progress: bool = False) -> EvalContext:
-    """The held-out recordings (one pair per recording, the first ``n_recordings``), their embeddings and judge."""
+    """The test recordings (one pair per recording, the first ``n_recordings``), their embeddings and judge.
+
+    Test, not validation: sampling settings are chosen on validation, every reported number is on test."""
     from a2i_utils.data import CLASSES, load_image
     from a2i_utils.imagebind.cache import embed_files
     from a2i_utils.imagebind.retrieval import one_pair_per_recording
 
-    pairs = one_pair_per_recording(dataset.val)
+    pairs = one_pair_per_recording(dataset.test)
     if n_recordings:
         pairs = spread_over_classes(pairs, n_recordings)
     size = cfg.soundiff.image_size

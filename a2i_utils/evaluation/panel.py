@@ -103,7 +103,7 @@ class GenerationPanel:
         from a2i_utils.imagebind.retrieval import one_pair_per_recording
 
         self.loader, self.background = loader, background
-        self.pairs = one_pair_per_recording(loader.dataset.val)
+        self.pairs = one_pair_per_recording(loader.dataset.test)  # the test recordings, as in notebook 06
         self.upload_path: Path | None = None
         self.upload_name = ""
         self.thread: threading.Thread | None = None

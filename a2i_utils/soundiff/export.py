@@ -191,7 +191,7 @@ def run_info(cfg: Config, key: str, variant, base, dataset, pairs, embedder, his
         key=key, variant=asdict(variant), lora=bool(sc.lora), base=base_name, base_on_hub=on_hub,
         base_weights_sha256=weights_sha256(base), pipeline_class=type(base).__name__,
         data_source=cfg.data.source if not cfg.data.root else "own folder", data_sha256=data_sha256(dataset.pairs),
-        n_train_pairs=len(dataset.train), n_train_pairs_used=len(pairs), n_heldout_pairs=len(dataset.val),
+        n_train_pairs=len(dataset.train), n_train_pairs_used=len(pairs), n_heldout_pairs=len(dataset.test),
         val_fraction=cfg.data.val_fraction, seed=cfg.seed,
         training={k: getattr(sc, k) for k in TRAINING_FIELDS},
         history={"steps": len(history.get("loss", [])), "last_loss": _last_loss(history),
@@ -301,7 +301,7 @@ def sample_pairs(dataset, n: int = SAMPLE_RECORDINGS) -> list:
     from a2i_utils.data import CLASSES
     from a2i_utils.imagebind.retrieval import one_pair_per_recording
 
-    val = sorted(one_pair_per_recording(dataset.val), key=lambda p: (CLASSES.index(p.label), p.id))
+    val = sorted(one_pair_per_recording(dataset.test), key=lambda p: (CLASSES.index(p.label), p.id))
     first = {}
     for p in val:
         first.setdefault(p.label, p)
