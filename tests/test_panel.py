@@ -48,7 +48,7 @@ class StandInLoader:
     """The Loader's interface: held-out pairs, a config, embeddings that name the recording, systems on request."""
 
     def __init__(self, cfg, pairs):
-        self.cfg, self.dataset = cfg, SimpleNamespace(val=pairs)
+        self.cfg, self.dataset = cfg, SimpleNamespace(test=pairs)
         self.index = {Path(p.audio_path): k for k, p in enumerate(pairs)}
         self._systems: dict[str, System] = {}
         self.gates: dict[str, threading.Event] = {}  # a model whose loading waits for its event
