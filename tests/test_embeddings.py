@@ -242,7 +242,7 @@ def test_evaluate_alignment_scores_each_recording_once(cfg, embedder, tmp_path):
     for p in val:
         Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(p.image_path)
     assert {p.audio_path for p in val} == set(wavs)
-    m = R.evaluate_alignment(embedder, SimpleNamespace(val=val, train=train), cfg)
+    m = R.evaluate_alignment(embedder, SimpleNamespace(test=val, train=train), cfg)
     assert (m["n_val"], m["n_recordings"]) == (5, 3)
     assert m["chance_R@1"] == pytest.approx(1 / 3) and m["chance_R@5"] == 1.0
     # the metrics are computed on exactly the three distinct recordings and their base images

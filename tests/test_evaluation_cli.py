@@ -175,7 +175,7 @@ def tiny_panel(tiny_loader, tmp_path, monkeypatch):
         img = tmp_path / f"{k}.jpg"
         Image.fromarray(np.full((32, 32, 3), 40 * k + 50, np.uint8)).save(img)
         pairs.append(Pair(f"0000{k}", f"0000{k}", label, img, write_audio(tmp_path / f"{k}.wav", 22_050, 3.0), "val"))
-    monkeypatch.setattr(systems.Loader, "dataset", property(lambda self: SimpleNamespace(val=pairs)))
+    monkeypatch.setattr(systems.Loader, "dataset", property(lambda self: SimpleNamespace(test=pairs)))
     loader = systems.Loader(get_config("demo", TINY | {"cache_dir": tmp_path / "cache"}), progress=False)
     return GenerationPanel(loader, systems=("baseline",))
 
