@@ -77,6 +77,7 @@ class RunInfo:
     n_train_pairs_used: int
     n_heldout_pairs: int
     val_fraction: float
+    test_fraction: float
     seed: int
     training: dict
     history: dict
@@ -192,7 +193,7 @@ def run_info(cfg: Config, key: str, variant, base, dataset, pairs, embedder, his
         base_weights_sha256=weights_sha256(base), pipeline_class=type(base).__name__,
         data_source=cfg.data.source if not cfg.data.root else "own folder", data_sha256=data_sha256(dataset.pairs),
         n_train_pairs=len(dataset.train), n_train_pairs_used=len(pairs), n_heldout_pairs=len(dataset.test),
-        val_fraction=cfg.data.val_fraction, seed=cfg.seed,
+        val_fraction=cfg.data.val_fraction, test_fraction=cfg.data.test_fraction, seed=cfg.seed,
         training={k: getattr(sc, k) for k in TRAINING_FIELDS},
         history={"steps": len(history.get("loss", [])), "last_loss": _last_loss(history),
                  "seconds": history.get("seconds"), "samples_per_s": history.get("samples_per_s")},
@@ -434,8 +435,9 @@ def card_text(info: RunInfo, what: str, samples: dict, results: list[dict],
         "| field | value |", "| --- | --- |",
         f"| base pipeline | `{info.base}`{beside} |",
         f"| base weights sha256 (U-Net, VAE, text encoder, normaliser tensors) | `{info.base_weights_sha256}` |",
-        f"| data | {info.data_source}: {info.n_train_pairs} training pairs, {info.n_heldout_pairs} held-out pairs "
-        f"(held-out fraction {info.val_fraction} by place id, seed {info.seed}) |",
+        f"| data | {info.data_source}: {info.n_train_pairs} training pairs, {info.n_heldout_pairs} held-out test pairs "
+        f"(split by place id, seed {info.seed}: validation {info.val_fraction}, test {info.test_fraction} of each "
+        f"class's places) |",
         "| data fingerprint (sha256 of every pair's id, class, split, image and recording bytes) | "
         f"`{info.data_sha256}` |",
         f"| variant | {v['name']}: {'all classes' if v['subset'] is None else v['subset']}, "
