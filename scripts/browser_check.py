@@ -110,7 +110,7 @@ class Expected:
 
         torch.set_num_threads(1)
         self.loader = Loader(get_config("demo", {**TINY, "cache_dir": str(cache)}), progress=False)
-        self.pairs = one_pair_per_recording(self.loader.dataset.val)
+        self.pairs = one_pair_per_recording(self.loader.dataset.test)  # as the panel
 
     def name(self, k: int) -> str:
         return f"{self.pairs[k].label} · {self.pairs[k].id}"

@@ -210,3 +210,15 @@ def test_panel_takes_an_uploaded_recording_and_reports_a_bad_one(tiny_panel, tmp
                        "type": "audio/wav",
                        "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
     assert p.status.value.startswith("broken.wav:")
+
+
+def test_evaluate_refuses_fewer_than_three_recordings_before_drawing(tmp_path, capsys, monkeypatch):
+    """FD/KD intervals need 3 recordings: said at once, before any model is loaded or image drawn."""
+    from a2i_utils.evaluation import systems
+
+    def no_loader(*args, **kwargs):
+        raise AssertionError("a model was loaded before the bad argument was refused")
+
+    monkeypatch.setattr(systems, "Loader", no_loader)
+    assert main(["evaluate", "--n-recordings", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "at least 3 recordings" in capsys.readouterr().err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "a2i_utils"
 PARTS = ("data", "transformer", "imagebind", "soundiff", "evaluation")
-SHARED = ("config", "io", "checkpoints", "devices", "plotting", "compat", "memory")
+SHARED = ("config", "io", "checkpoints", "devices", "plotting", "compat", "memory", "downloads")
 
 
 def module_names(root: Path = PACKAGE) -> dict[str, Path]:

@@ -117,3 +117,14 @@ def test_backward_runs_outside_autocast(tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)
     history = finetune(cfg, tiny_pipe(), tiny_data(), variant_of(cfg, "L", steps=2), tmp_path / "run", progress=False)
     assert len(history["loss"]) == 2
+
+
+def test_no_mixed_precision_with_a_bf16_lora_and_its_float32_class_embedding_is_refused():
+    """LoRA trains the class embedding whole, in float32; beside a bf16 base with no autocast one matmul would mix
+    dtypes on the GPU. The config is refused up front, naming the two ways out."""
+    cfg = get_config("demo", {"soundiff.mixed_precision": "no", "soundiff.lora": True, "soundiff.dtype": "bfloat16"})
+    with pytest.raises(ValueError, match="lora_class_embedding=False"):
+        mixed_precision(cfg, "cuda")
+    assert mixed_precision(get_config("demo", {"soundiff.mixed_precision": "no", "soundiff.lora": True,
+                                               "soundiff.dtype": "bfloat16", "soundiff.lora_class_embedding": False}),
+                           "cuda") == "no"

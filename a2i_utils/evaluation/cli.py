@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     e.add_argument("--models", nargs="+", default=list(NAMED), help=f"systems: {' '.join(NAMED)} or folders")
     e.add_argument("--prompts", choices=("none", "satellite", "both"), default="both",
                    help="each system without the prompt, with the 'satellite image' prompt, or both (Table 1)")
-    e.add_argument("--n-recordings", type=int, default=None, help="held-out recordings (default: all)")
+    e.add_argument("--n-recordings", type=int, default=None,
+                   help="held-out test recordings, at least 3 (default: all)")
     e.add_argument("--seeds", type=int, default=None, help="images per recording (default: soundiff.eval_seeds)")
     e.add_argument("--rerank", type=int, default=4, metavar="N", help="best-of-N study on the first model (0: skip)")
     e.add_argument("--out", type=Path, required=True, help="folder for the table and figures")
@@ -140,6 +141,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from a2i_utils.evaluation.evaluate import evaluate_systems, write_outputs
     from a2i_utils.evaluation.systems import Loader
 
+    if args.n_recordings is not None and args.n_recordings < 3:  # before any image is drawn, not after
+        raise ValueError(f"--n-recordings {args.n_recordings}: FD/KD intervals need at least 3 recordings")
     cfg = _config(args)
     loader = Loader(cfg)
     prompts = {"none": ("",), "satellite": (cfg.soundiff.prompt_s,), "both": ("", cfg.soundiff.prompt_s)}[args.prompts]

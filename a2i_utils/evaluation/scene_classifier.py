@@ -61,7 +61,7 @@ def predict(model: SceneClassifier, images: np.ndarray, batch: int = 256) -> np.
 
 def train_classifier(images: np.ndarray, labels: np.ndarray, cfg: Config, progress: bool = True):
     """Train on uint8 images (N, H, W, 3) with labels (N,): AdamW, one-cycle lr, flips and quarter turns."""
-    from a2i_utils.soundiff.mini import dihedral_views
+    from a2i_utils.soundiff.latents import dihedral_views
 
     sc = cfg.soundiff
     torch.manual_seed(cfg.seed)

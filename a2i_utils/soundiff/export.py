@@ -515,7 +515,7 @@ def export_run(cfg: Config, run_or_variant: str, out: Path, what: str = "auto", 
 
     ``what``: "auto" (a full run as a pipeline, a LoRA run as a LoRA), "pipeline", "unet" or "lora".
     """
-    from a2i_utils.soundiff.mini import atomic_dir
+    from a2i_utils.io import atomic_dir
 
     out = Path(out)
     check_out_dir(out)

@@ -219,6 +219,11 @@ def mixed_precision(cfg: Config, device: str) -> str:
     mp = cfg.soundiff.mixed_precision
     if mp not in MIXED_PRECISIONS:
         raise ValueError(f"soundiff.mixed_precision must be one of {MIXED_PRECISIONS}, got {mp!r}")
+    sc = cfg.soundiff
+    if mp == "no" and sc.lora and sc.lora_class_embedding and sc.dtype != "float32" and device.startswith("cuda"):
+        raise ValueError(f"soundiff.mixed_precision='no' with a {sc.dtype} pipeline cannot train the float32 class "
+                         "embedding beside the LoRA (mixed dtypes in one matmul): use mixed_precision='auto', or "
+                         "soundiff.lora_class_embedding=False")
     if mp != "auto":
         return mp
     if not device.startswith("cuda"):
@@ -375,7 +380,7 @@ def load_finetuned(pipe, folder: Path):
     folder = Path(folder)
     try:  # safetensors only: a pickled .bin put in our folder is never read
         if (folder / "unet").is_dir():
-            unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=pipe.unet.dtype,
+            unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=pipe.unet.dtype,
                                                         use_safetensors=True)
             return with_unet(pipe, unet.to(pipe.unet.device).eval().requires_grad_(False))
         if (folder / "lora").is_dir():
