@@ -128,3 +128,15 @@ def test_no_mixed_precision_with_a_bf16_lora_and_its_float32_class_embedding_is_
     assert mixed_precision(get_config("demo", {"soundiff.mixed_precision": "no", "soundiff.lora": True,
                                                "soundiff.dtype": "bfloat16", "soundiff.lora_class_embedding": False}),
                            "cuda") == "no"
+
+
+def test_a_second_run_with_another_precision_in_the_same_process():
+    """accelerate's process-wide state refused a bf16 run after a float32 one ("AcceleratorState has already been
+    initialized"): in a notebook re-run with other settings, or a test session. make_accelerator starts afresh."""
+    from accelerate import Accelerator
+
+    Accelerator(mixed_precision="no", cpu=True)
+    acc = training.make_accelerator(get_config("demo", {"soundiff.mixed_precision": "bf16"}), "cpu")
+    assert acc.mixed_precision == "bf16"
+    acc = training.make_accelerator(get_config("demo"), "cpu")
+    assert acc.mixed_precision == "no"

@@ -234,8 +234,15 @@ def mixed_precision(cfg: Config, device: str) -> str:
 def make_accelerator(cfg: Config, device: str):
     """The run's ``Accelerator``: its mixed precision (:func:`mixed_precision`); fp16 brings a gradient scaler."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
-    return Accelerator(mixed_precision=mixed_precision(cfg, device), cpu=device == "cpu")
+    mp = mixed_precision(cfg, device)
+    # accelerate keeps one process-wide state and refuses another precision in the same process (a notebook that
+    # fine-tunes again with other settings, a test session): start a fresh one then. The distributed setup
+    # (PartialState) is kept.
+    if AcceleratorState._shared_state.get("_mixed_precision", mp) != mp:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mp, cpu=device == "cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------
