@@ -215,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     sd_key = mini_unclip_key(cfg, dataset.pairs, ib_key)
     fresh = {ib_key: not mini_checkpoint_path(cfg, ib_key).is_file(),
              sd_key: not (mini_dir(cfg, sd_key) / "info.json").is_file()}
+    if args.only == "imagebind":  # the UnCLIP is not trained by this run: record no commit for it
+        fresh.pop(sd_key)
     made = {k: made_by(cfg, k, code) if trains else made_by(cfg, k, {**code, "note": "trained earlier in this cache"})
             for k, trains in fresh.items()}
     t0 = time.time()
