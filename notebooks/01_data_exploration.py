@@ -52,9 +52,12 @@ if importlib.util.find_spec("a2i_utils") is None:
     if not repo:
         raise RuntimeError("a2i_utils is not installed: run `make install`, or set A2I_REPO to the repo's URL")
     subprocess.run(["git", "clone", "--depth", "1", repo, "a2i"], check=True)
-    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall.
+    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall. requirements-colab-nodeps.txt
+    # (imagebind-unofficial) goes in without its declared dependencies: they include torchaudio, which has no
+    # release for torch >= 2.12 and would replace Colab's torch; its real ones are in requirements-colab.txt.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "a2i/requirements-colab.txt"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "a2i"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "-r", "a2i/requirements-colab-nodeps.txt", "-e", "a2i"], check=True)
     sys.path.insert(0, os.path.abspath("a2i"))
 
 # %%
@@ -69,7 +72,6 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import torchaudio
 from IPython.display import Audio, display
 
 from a2i_utils.config import get_config, seed_everything
@@ -239,7 +241,7 @@ print("RGB:", load_image(ds.pairs[0].image_path, 64).shape, "gray:", small[0].sh
 # %% [markdown]
 # ## 4. What the scenes sound like
 # `load_audio(path, sample_rate, duration_s)` reads WAV, FLAC or OGG of any rate, channel count and sample
-# format with `soundfile`, averages the channels, resamples with `torchaudio.functional.resample` and
+# format with `soundfile`, averages the channels, resamples with a windowed sinc (`a2i_utils.data.resample`) and
 # zero-pads or crops (keeping the start) to exactly `duration_s`. Below: the waveform and spectrogram of
 # one recording. A spectrogram is the squared magnitude of short-time Fourier transforms,
 # $S[f, t] = |\sum_n x[n + tH]\, w[n]\, e^{-2\pi i f n / N}|^2$, shown in dB. We pool its frequencies into
@@ -250,21 +252,41 @@ print("RGB:", load_image(ds.pairs[0].image_path, 64).shape, "gray:", small[0].sh
 
 # %%
 N_MELS, DB_RANGE = 96, (-100.0, -20.0)  # dB relative to full scale, the same for every spectrogram below
-melspec = torchaudio.transforms.MelSpectrogram(sample_rate=SR, n_fft=1024, hop_length=256, n_mels=N_MELS,
-                                               f_min=20.0, f_max=SR / 2)
+N_FFT, HOP = 1024, 256  # samples: 46 ms Hann windows every 12 ms
 MEL_TICKS = [100, 200, 500, 1000, 2000, 5000, 10000]  # Hz, marked on the mel axis
+
+
+def hz_to_mel(f):
+    return 2595 * np.log10(1 + np.asarray(f) / 700)  # HTK mel scale
+
+
+def mel_to_hz(m):
+    return 700 * (10 ** (np.asarray(m) / 2595) - 1)
+
+
+def mel_filters(n_mels: int = N_MELS, f_min: float = 20.0, f_max: float = SR / 2) -> torch.Tensor:
+    """(n_fft / 2 + 1, n_mels) triangles over the FFT bins, their corners evenly spaced in mel."""
+    corners = torch.tensor(mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2)))  # (n_mels + 2,)
+    freqs = torch.linspace(0, SR // 2, N_FFT // 2 + 1, dtype=torch.float64)[:, None]  # (513, 1): bin centres, Hz
+    left, centre, right = corners[:-2], corners[1:-1], corners[2:]  # (n_mels,) each
+    rise, fall = (freqs - left) / (centre - left), (right - freqs) / (right - centre)  # (513, n_mels)
+    return torch.clamp(torch.minimum(rise, fall), min=0).float()  # (513, n_mels)
+
+
+MEL_FILTERS = mel_filters()  # (513, 96)
 
 
 def mel_db(wave: np.ndarray) -> np.ndarray:
     """(n_mels, frames) mel power spectrogram in dB of a (n,) waveform (full-scale sine = about 0 dB)."""
-    power = melspec(torch.from_numpy(np.ascontiguousarray(wave))) / (1024 / 2) ** 2  # (96, frames), normalised
+    x = torch.from_numpy(np.ascontiguousarray(wave))  # (n,)
+    spec = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)  # (513, frames)
+    power = MEL_FILTERS.T @ spec.abs() ** 2 / (N_FFT / 2) ** 2  # (96, frames), normalised
     return 10 * torch.log10(power + 1e-12).numpy()
 
 
 def hz_to_mel_row(f: float) -> float:
-    """Row of the mel spectrogram that holds frequency ``f`` (HTK mel scale, as torchaudio's default)."""
-    mel = lambda x: 2595 * np.log10(1 + x / 700)  # noqa: E731
-    return (mel(f) - mel(20.0)) / (mel(SR / 2) - mel(20.0)) * N_MELS
+    """Row of the mel spectrogram that holds frequency ``f``."""
+    return (hz_to_mel(f) - hz_to_mel(20.0)) / (hz_to_mel(SR / 2) - hz_to_mel(20.0)) * N_MELS
 
 
 def show_mel(ax, wave: np.ndarray, title: str, seconds: float = 10.0):

@@ -39,9 +39,12 @@ if importlib.util.find_spec("a2i_utils") is None:
     if not repo:
         raise RuntimeError("a2i_utils is not installed: run `make install`, or set A2I_REPO to the repo's URL")
     subprocess.run(["git", "clone", "--depth", "1", repo, "a2i"], check=True)
-    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall.
+    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall. requirements-colab-nodeps.txt
+    # (imagebind-unofficial) goes in without its declared dependencies: they include torchaudio, which has no
+    # release for torch >= 2.12 and would replace Colab's torch; its real ones are in requirements-colab.txt.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "a2i/requirements-colab.txt"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "a2i"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "-r", "a2i/requirements-colab-nodeps.txt", "-e", "a2i"], check=True)
     sys.path.insert(0, os.path.abspath("a2i"))
 
 # %%
@@ -55,7 +58,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 from a2i_utils.config import get_config, seed_everything
 from a2i_utils.data import CLASSES, prepare_dataset
@@ -259,8 +261,8 @@ assert np.allclose(ours, feats.numpy(), atol=TOL)
 # %% [markdown]
 # ## 5. The 500 x 220 matrix next to a spectrogram
 # Drawn with time on the horizontal axis, the feature matrix is a spectrogram with a rectangular window,
-# no overlap and 20 ms frames. torchaudio gives the same numbers with
-# `Spectrogram(n_fft=441, hop_length=441, window_fn=torch.ones, center=False, power=1)`; an ordinary
+# no overlap and 20 ms frames. PyTorch's short-time Fourier transform gives the same numbers with
+# `torch.stft(wave, n_fft=441, hop_length=441, window=torch.ones(441), center=False)`; an ordinary
 # spectrogram (Hann window of 1,024 samples, hop 256) trades time resolution for frequency resolution and
 # looks smoother. All three panels are drawn on **one dB scale** ($20 \log_{10} |X|$, i.e. our
 # $F \cdot 20 / \ln 10$, and $10 \log_{10}$ of the power; one colour bar, the top 80 dB), so equal colours
@@ -270,15 +272,16 @@ assert np.allclose(ours, feats.numpy(), atol=TOL)
 # The paper does not say whether it used a window; we use none.
 
 # %%
-rect = torchaudio.transforms.Spectrogram(n_fft=L, hop_length=L, window_fn=torch.ones, center=False, power=1.0)
-same = torch.log(rect(torch.from_numpy(wave))[1:221] + fc.log_eps)  # (220, 500): freq x time
-usual = torchaudio.transforms.Spectrogram(n_fft=1024, hop_length=256, power=2.0)(torch.from_numpy(wave))
-usual_db = 10 * torch.log10(usual + 1e-10)  # (513, frames)
+wave_t = torch.from_numpy(wave)  # (220500,)
+rect = torch.stft(wave_t, n_fft=L, hop_length=L, window=torch.ones(L), center=False, return_complex=True)  # (221, 500)
+same = torch.log(rect.abs()[1:221] + fc.log_eps)  # (220, 500): freq x time, bins 1-220 as our features
+usual = torch.stft(wave_t, n_fft=1024, hop_length=256, window=torch.hann_window(1024), return_complex=True)  # (513, t)
+usual_db = 10 * torch.log10(usual.abs() ** 2 + 1e-10)  # (513, frames): power in dB
 
 TO_DB = 20 / np.log(10)  # natural log of a magnitude -> dB
 panels = {
     "Our features F (500 x 220), transposed": (feats.T.numpy() * TO_DB, (kept[0], kept[-1])),  # (220, 500)
-    "torchaudio, rectangular 441 / hop 441": (same.numpy() * TO_DB, (kept[0], kept[-1])),
+    "torch.stft, rectangular 441 / hop 441": (same.numpy() * TO_DB, (kept[0], kept[-1])),
     "Usual spectrogram: Hann 1024 / hop 256": (usual_db.numpy(), (0, fc.sample_rate / 2)),
 }
 vmax = max(float(v.max()) for v, _ in panels.values())
@@ -293,7 +296,7 @@ plt.show()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("torchaudio (rectangular, no overlap) equals our features:", torch.allclose(same.T, feats, atol=TOL))
+print("torch.stft (rectangular, no overlap) equals our features:", torch.allclose(same.T, feats, atol=TOL))
 assert torch.allclose(same.T, feats, atol=TOL)
 
 # %% [markdown]
@@ -413,7 +416,7 @@ print(f"most alike rows: {present[a]} and {present[b]} (RMS difference {dist[a, 
 #   bin 0 (the DC bin: the section's sum, 441 x its mean, holding any offset and the sound below 50 Hz) and
 #   keep 50-11,000 Hz: 220 numbers per 20 ms. The paper fixes only "500 x 220"; these choices are ours.
 # - $F = \log(|X| + \varepsilon)$ compresses the dynamic range; the matrix is a rectangular-window,
-#   no-overlap spectrogram (checked equal to torchaudio's), shown on one dB scale next to a Hann one.
+#   no-overlap spectrogram (checked equal to `torch.stft`'s), shown on one dB scale next to a Hann one.
 # - One batched rFFT over (B, 500, 441) replaces the loop (same numbers; see `bench/bench_fft.py`).
 # - Features are cached per recording under a key of its bytes and the parameters; normalisation uses
 #   per-bin statistics of the training split only.

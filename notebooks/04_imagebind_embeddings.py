@@ -45,13 +45,17 @@ if importlib.util.find_spec("a2i_utils") is None:
     if not repo:
         raise RuntimeError("a2i_utils is not installed: run `make install`, or set A2I_REPO to the repo's URL")
     subprocess.run(["git", "clone", "--depth", "1", repo, "a2i"], check=True)
-    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall.
+    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall. requirements-colab-nodeps.txt
+    # (imagebind-unofficial) goes in without its declared dependencies: they include torchaudio, which has no
+    # release for torch >= 2.12 and would replace Colab's torch; its real ones are in requirements-colab.txt.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "a2i/requirements-colab.txt"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "a2i"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "-r", "a2i/requirements-colab-nodeps.txt", "-e", "a2i"], check=True)
     sys.path.insert(0, os.path.abspath("a2i"))
 
 # %%
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -60,7 +64,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 from IPython.display import Audio, display
 
 from a2i_utils.compat import import_imagebind_data
@@ -71,6 +74,7 @@ from a2i_utils.data.synth import RECIPES
 from a2i_utils.imagebind import preprocess as iba
 from a2i_utils.imagebind.cache import EmbedStats, embed_files, embed_texts, scale_audio
 from a2i_utils.imagebind.embedder import load_imagebind
+from a2i_utils.imagebind.fbank import fbank as kaldi_fbank
 from a2i_utils.imagebind.preprocess import class_prompts
 from a2i_utils.imagebind.retrieval import (
     accuracy_interval,
@@ -150,25 +154,43 @@ ax.legend(loc="upper right")
 plt.show()
 
 # %% [markdown]
-# Now the fbank of each clip. We re-derive clip 1 by hand with `torchaudio.compliance.kaldi.fbank` and check
-# it equals the package's `waveform_to_input`. A 2 s clip gives 198 frames; the last 6 of the 204 are zero
-# padding, which the normalisation turns into the bright strip at the right edge, $(0 + 4.268)/9.138 = 0.47$.
+# Now the fbank of each clip: Kaldi's log-mel filterbank, as ImageBind computes it with
+# `torchaudio.compliance.kaldi.fbank` (a2i has its own copy, `a2i_utils.imagebind.fbank`, equal to it to the
+# last bit in `tests/test_resample_fbank.py`, so that it needs no torchaudio). We re-derive clip 1 by hand, one
+# torch operation per step, and check it equals the package's `fbank` and `waveform_to_input`: 25 ms frames
+# (400 samples) every 10 ms (160), only whole ones; each frame's mean removed; pre-emphasis
+# $x[i] - 0.97\,x[i-1]$, which tilts the spectrum up; a symmetric Hann window; the power of a 512-point FFT;
+# 128 triangular filters evenly spaced on the mel scale $1127 \ln(1 + f/700)$ from 20 Hz to 8 kHz; the log.
+# A 2 s clip gives 198 frames; the last 6 of the 204 are zero padding, which the normalisation turns into the
+# bright strip at the right edge, $(0 + 4.268)/9.138 = 0.47$.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 x = iba.waveform_to_input(wave)  # (3, 1, 128, 204)
 clip = torch.from_numpy(wave[bounds[0][0] : bounds[0][1]].copy())
-clip = clip - clip.mean()
-fb = torchaudio.compliance.kaldi.fbank(
-    clip[None], htk_compat=True, sample_frequency=16_000, use_energy=False, window_type="hanning",
-    num_mel_bins=128, dither=0.0, frame_length=25, frame_shift=10,
-).T  # (128, frames)
+clip = clip - clip.mean()  # ImageBind removes the clip's mean first
+
+frames = clip.unfold(0, 400, 160)  # (198, 400): 25 ms frames every 10 ms, whole frames only
+frames = frames - frames.mean(dim=1, keepdim=True)  # each frame's DC offset removed
+frames = frames - 0.97 * torch.cat((frames[:, :1], frames[:, :-1]), dim=1)  # pre-emphasis (x[-1] := x[0])
+frames = frames * torch.hann_window(400, periodic=False)  # symmetric Hann window
+power = torch.fft.rfft(frames, n=512).abs() ** 2  # (198, 257): zero-padded to 512 points, bins 31.25 Hz apart
+low, high = 1127 * math.log(1 + 20 / 700), 1127 * math.log(1 + 8000 / 700)  # 20 Hz and 8 kHz on HTK's mel scale
+corners = low + torch.arange(128 + 2) * ((high - low) / 129)  # (130,) mel: triangle k spans corners k to k + 2
+left, centre, right = corners[:-2, None], corners[1:-1, None], corners[2:, None]  # (128, 1) each
+bin_mel = 1127 * torch.log(1 + torch.arange(257) * 16_000 / 512 / 700)[None]  # (1, 257): each FFT bin in mel
+filters = torch.clamp(torch.minimum((bin_mel - left) / (centre - left), (right - bin_mel) / (right - centre)), min=0)
+filters[:, -1] = 0  # (128, 257): Kaldi leaves the Nyquist bin out
+fb = torch.log(torch.clamp(power @ filters.T, min=torch.finfo(torch.float32).eps)).T  # (128, 198)
 n_frames = fb.shape[1]  # 2 s at a 10 ms shift with 25 ms windows: 198 frames
+print("input shape:", tuple(x.shape), "| fbank frames of a 2 s clip before padding:", n_frames)
+assert torch.allclose(fb, kaldi_fbank(clip[None]).T, atol=1e-5)  # the package's fbank, (frames, 128) transposed
+print("hand-made fbank equals the package's fbank (atol 1e-5):", True)
 fb = torch.nn.functional.pad(fb, (0, 204 - n_frames))  # (128, 204): zero-padded at the end
 mine = (fb - iba.FBANK_MEAN) / iba.FBANK_STD
-print("input shape:", tuple(x.shape), "| fbank frames of a 2 s clip before padding:", n_frames)
+print("padding value after normalisation:", round(float(mine[0, -1]), 2))
 assert torch.allclose(mine, x[0, 0], atol=1e-5)
-print("hand-made clip 1 equals the package's:", True)
+print("hand-made clip 1 equals the package's input:", True)
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 3.2), sharey=True, dpi=72)
@@ -180,14 +202,19 @@ fig.colorbar(im, ax=axes, label="(log-mel + 4.268) / 9.138")
 plt.show()
 
 # %% [markdown]
-# **Is it really ImageBind's input?** ImageBind's own `load_and_transform_audio_data` reads files with
-# `torchaudio.load`, which in torchaudio 2.9 needs ffmpeg. We swap in a soundfile reader for that one step
-# and compare on the same file. (The unit test `tests/test_imagebind_audio.py` does this for several rates
-# and lengths, including recordings shorter than 2 s.)
+# **Is it really ImageBind's input?** ImageBind's own `load_and_transform_audio_data` needs torchaudio (a2i does
+# not, and torch >= 2.12 has no torchaudio release), so this cross-check runs only where torchaudio imports. It
+# reads files with `torchaudio.load`, which in torchaudio 2.9 needs ffmpeg; we swap in a soundfile reader for that
+# one step and compare on the same file. (The unit test `tests/test_imagebind_audio.py` does this for several
+# rates and lengths, including recordings shorter than 2 s.)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ib_data = import_imagebind_data()
+try:
+    ib_data = import_imagebind_data()  # imagebind.data imports torchaudio
+except ImportError as err:
+    ib_data = None
+    print(f"skipped: ImageBind's own loader needs torchaudio, which this environment lacks ({err.__cause__})")
 
 
 def soundfile_load(path, *args, **kwargs):
@@ -196,15 +223,17 @@ def soundfile_load(path, *args, **kwargs):
     return torch.from_numpy(data.T.copy()), rate
 
 
-saved_load, ib_data.torchaudio.load = ib_data.torchaudio.load, soundfile_load
-try:
-    theirs = ib_data.load_and_transform_audio_data([str(pair.audio_path)], "cpu")  # (1, 3, 1, 128, 204)
-finally:
-    ib_data.torchaudio.load = saved_load
-ours = iba.load_audio_inputs([pair.audio_path])
-diff = (ours - theirs).abs().max().item()
-assert diff < 1e-4
-print("shape:", tuple(ours.shape), "| ImageBind's own preprocessing gives the same input (max diff < 1e-4):", True)
+if ib_data is not None:
+    saved_load, ib_data.torchaudio.load = ib_data.torchaudio.load, soundfile_load
+    try:
+        theirs = ib_data.load_and_transform_audio_data([str(pair.audio_path)], "cpu")  # (1, 3, 1, 128, 204)
+    finally:
+        ib_data.torchaudio.load = saved_load
+    ours = iba.load_audio_inputs([pair.audio_path])
+    diff = (ours - theirs).abs().max().item()
+    assert diff < 1e-4
+    print("shape:", tuple(ours.shape), "| ImageBind's own preprocessing gives the same input (max diff < 1e-4):",
+          True)
 
 # %% [markdown]
 # ## 3. The model

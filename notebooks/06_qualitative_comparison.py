@@ -38,9 +38,12 @@ if importlib.util.find_spec("a2i_utils") is None:
     if not repo:
         raise RuntimeError("a2i_utils is not installed: run `make install`, or set A2I_REPO to the repo's URL")
     subprocess.run(["git", "clone", "--depth", "1", repo, "a2i"], check=True)
-    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall.
+    # requirements-colab.txt keeps Colab's own torch: no multi-GB reinstall. requirements-colab-nodeps.txt
+    # (imagebind-unofficial) goes in without its declared dependencies: they include torchaudio, which has no
+    # release for torch >= 2.12 and would replace Colab's torch; its real ones are in requirements-colab.txt.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", "a2i/requirements-colab.txt"], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", "a2i"], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "-r", "a2i/requirements-colab-nodeps.txt", "-e", "a2i"], check=True)
     sys.path.insert(0, os.path.abspath("a2i"))
 
 # %%

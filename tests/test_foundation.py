@@ -116,15 +116,31 @@ def test_cli_config_shows_preset(capsys):
     assert "mode=demo" in capsys.readouterr().out
 
 
-def test_colab_requirements_are_requirements_without_torch():
-    def pins(name):
-        lines = (ROOT / name).read_text().splitlines()
-        return {ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()}
+def _pins(name):
+    lines = (ROOT / name).read_text().splitlines()
+    return {ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()}
 
-    full, colab = pins("requirements.txt"), pins("requirements-colab.txt")
+
+def test_colab_requirements_are_requirements_without_torch():
+    """Colab's two files are requirements.txt less torch, torchvision and torchaudio, split in two: what pip may
+    resolve, and imagebind-unofficial, installed with --no-deps (it declares torchaudio, which would replace torch)."""
+    full, colab = _pins("requirements.txt"), _pins("requirements-colab.txt")
+    nodeps = _pins("requirements-colab-nodeps.txt")
     torch_pins = {p for p in full if re.match(r"(torch|torchvision|torchaudio)==", p)}
     assert len(torch_pins) == 3
-    assert colab == full - torch_pins
+    assert nodeps == {"imagebind-unofficial==0.1.1"}
+    assert colab | nodeps == full - torch_pins and not colab & nodeps
+
+
+def test_every_install_cell_installs_imagebind_without_its_declared_torchaudio():
+    """The notebooks' first cell (Colab): requirements-colab.txt, then the --no-deps file and the package."""
+    for path in sorted((ROOT / "notebooks").glob("*.py")):
+        text = path.read_text()
+        if "requirements-colab.txt" not in text:
+            continue
+        assert '"-r", "a2i/requirements-colab.txt"' in text, path.name
+        nodeps = re.search(r'"--no-deps",\s*"-r", "a2i/requirements-colab-nodeps.txt", "-e", "a2i"\]', text)
+        assert nodeps, f"{path.name}: the install cell does not install requirements-colab-nodeps.txt with --no-deps"
 
 
 def test_requirements_are_exact_pins_within_constraints():

@@ -39,8 +39,8 @@ as libsndfile reads it); one declaring more is a truncated file (``AudioError``)
 Channels: :func:`load_audio` averages them (the transformer's features); :func:`load_audio_channels` keeps
 them, for ImageBind's preprocessing, which reads channel 0 after removing the mean over all channels.
 
-Decoding uses ``soundfile`` (libsndfile: no ffmpeg needed); resampling uses
-``torchaudio.functional.resample`` (windowed sinc).
+Decoding uses ``soundfile`` (libsndfile: no ffmpeg needed); resampling uses :mod:`a2i_utils.data.resample`
+(a windowed sinc, the numbers of ``torchaudio.functional.resample``, without torchaudio).
 """
 
 from __future__ import annotations
@@ -55,13 +55,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+
+from a2i_utils.data.resample import kernel_size, reduced_rates, sinc_width
+from a2i_utils.data.resample import resample as sinc_resample
 
 MIN_SAMPLE_RATE = 1_000  # Hz; below this a "recording" is not audio (and 1 Hz files resample to hours)
 MAX_SAMPLE_RATE = 768_000  # Hz; the highest rate of real converters
 MAX_CHANNELS = 64
 MAX_DECODED_SAMPLES = 300 * 48_000 * 2  # frames x channels decoded at most: 300 s of 48 kHz stereo, 110 MiB float32
-MAX_RESAMPLE_KERNEL = 2**22  # values of torchaudio's exact kernel (new/g) x (orig/g + 2 width), g = gcd: 16 MiB
+MAX_RESAMPLE_KERNEL = 2**22  # values of the resampler's exact kernel (new/g) x (orig/g + 2 width), g = gcd: 16 MiB
 WHOLE_READ_S = 60.0  # s: a recording this short is decoded whole even when only its start is used
 BLOCK_FRAMES = 2**16  # frames per block when a whole file is checked
 CHECKED_RATES = (16_000, 22_050)  # Hz: ImageBind's and the features' rates, which audio_problem checks it resamples to
@@ -160,17 +162,9 @@ def _check_header(path: Path, rate: int, channels: int, out_rate: int | None) ->
     if not 1 <= channels <= MAX_CHANNELS:
         raise AudioError(f"{path}: {channels} channels (we read 1 to {MAX_CHANNELS})")
     if out_rate is not None and out_rate != rate:
-        g = math.gcd(rate, out_rate)
-        if out_rate // g * (rate // g + 2 * _resample_width(rate, out_rate)) > MAX_RESAMPLE_KERNEL:
+        if kernel_size(rate, out_rate) > MAX_RESAMPLE_KERNEL:
             raise AudioError(f"{path}: sample rate {rate} Hz cannot be resampled to {out_rate} Hz in bounded memory "
                              "(their ratio does not reduce); convert the file to a standard rate such as 48000 Hz")
-
-
-def _resample_width(orig_rate: int, new_rate: int) -> int:
-    """Half-width in input samples of torchaudio's sinc kernel (``lowpass_filter_width=6``, ``rolloff=0.99``)."""
-    g = math.gcd(orig_rate, new_rate)
-    orig, new = orig_rate // g, new_rate // g
-    return math.ceil(6 * orig / (min(orig, new) * 0.99))
 
 
 def _frames_to_read(path: Path, frames: int, rate: int, channels: int, keep_s: float | None,
@@ -180,9 +174,9 @@ def _frames_to_read(path: Path, frames: int, rate: int, channels: int, keep_s: f
     if keep_s is None:
         wanted = frames
     else:
-        margin = 0  # output j of torchaudio's resampler reads input up to (j // new + 1) * orig + width
+        margin = 0  # output j of the resampler reads input up to (j // new + 1) * orig + width
         if out_rate is not None and out_rate != rate:
-            margin = rate // math.gcd(rate, out_rate) + _resample_width(rate, out_rate) + 1
+            margin = reduced_rates(rate, out_rate)[0] + sinc_width(rate, out_rate) + 1
         wanted = min(frames, math.ceil(max(keep_s, WHOLE_READ_S) * rate) + margin)
     if wanted > cap:
         warnings.warn(f"{path}: {frames / rate:.0f} s recording; only its first {cap / rate:.0f} s are read "
@@ -217,10 +211,10 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
 
 
 def resample(wave: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """Resample a (n,) float32 waveform with torchaudio's windowed-sinc resampler."""
+    """Resample a (n,) float32 waveform with the windowed-sinc resampler (:mod:`a2i_utils.data.resample`)."""
     if orig_rate == new_rate:
         return wave
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), orig_rate, new_rate)
+    out = sinc_resample(torch.from_numpy(np.ascontiguousarray(wave)), orig_rate, new_rate)
     return out.numpy().astype(np.float32, copy=False)
 
 

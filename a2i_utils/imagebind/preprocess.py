@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio
+
+from a2i_utils.imagebind.fbank import fbank as kaldi_fbank
 
 SAMPLE_RATE = 16_000  # Hz, ImageBind's audio rate
 NUM_MEL_BINS = 128
@@ -71,7 +72,7 @@ def clip_to_fbank(clip: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.T
     """One mono clip (T,), mean already removed -> normalised log-mel fbank (1, 128, 204)."""
     if clip.numel() < MIN_CLIP_SAMPLES:  # ImageBind crashes here; one zero-padded frame instead
         clip = torch.nn.functional.pad(clip, (0, MIN_CLIP_SAMPLES - clip.numel()))
-    fbank = torchaudio.compliance.kaldi.fbank(
+    fbank = kaldi_fbank(  # torchaudio.compliance.kaldi.fbank's numbers, without torchaudio (imagebind/fbank.py)
         clip.unsqueeze(0),  # (1, T): Kaldi wants (channels, time)
         htk_compat=True,
         sample_frequency=sample_rate,
@@ -157,10 +158,11 @@ def load_vision_inputs(paths: Sequence[str | Path]) -> torch.Tensor:
 
 
 def load_text_inputs(texts: Sequence[str]) -> torch.Tensor:
-    """Strings -> ImageBind's BPE token ids (N, 77)."""
-    from a2i_utils.compat import import_imagebind_data
+    """Strings -> ImageBind's BPE token ids (N, 77), as ``imagebind.data.load_and_transform_text``."""
+    from a2i_utils.compat import imagebind_tokenizer
 
-    return import_imagebind_data().load_and_transform_text(list(texts), "cpu")
+    tokenizer = imagebind_tokenizer()
+    return torch.stack([tokenizer(t) for t in texts]) if texts else torch.empty(0, 77, dtype=torch.long)  # (N, 77)
 
 
 def class_prompts(classes: Sequence[str]) -> list[str]:
