@@ -5,7 +5,8 @@
 #   2. the notebooks' own install cell, run by the kernel: it clones $A2I_REPO into ./a2i and pip-installs
 #      requirements-colab.txt and the package, and must leave that torch alone;
 #   3. notebooks 01, 02 and 04 in demo mode, from a working folder outside the checkout (Colab's /content).
-# It fails if a cell fails or if the install replaced the runtime's torch.
+# It fails if a cell fails, if the install replaced the runtime's torch, or if it added or changed torchaudio (a2i
+# does not need it; imagebind-unofficial declares it, hence requirements-colab-nodeps.txt and --no-deps).
 #
 #   A2I_REPO=file://$PWD nice -n 10 scripts/colab_check.sh 2.14.1 [WORKDIR]
 #
@@ -43,6 +44,8 @@ start=$(date +%s)
 # What Colab's image has besides torch: a Jupyter kernel (here at our pins, so the install cell keeps them).
 "$VPY" -m pip install -q -c "$HERE/constraints.txt" ipykernel nbclient jupytext
 echo "   runtime ready in $(( $(date +%s) - start )) s: $("$VPY" -c 'import torch; print("torch", torch.__version__)')"
+audio_version() { "$VPY" -c 'from importlib.metadata import version; print(version("torchaudio"))' 2>/dev/null || echo none; }
+audio_before=$(audio_version)
 
 git clone -q --depth 1 "$REPO" "$WORK/notebooks-src"  # the notebooks the user opens (the cell clones its own copy)
 cd "$WORK/content"
@@ -64,7 +67,11 @@ for name in ("01", "02", "04"):
     print(f"   {path.stem}: {time.perf_counter() - start:.0f} s", flush=True)
 EOF
 after=$("$VPY" -c 'import torch; print(torch.__version__)')
+audio_after=$(audio_version)
+if [ "$audio_after" != "$audio_before" ]; then
+  echo "== colab_check: FAILED: the install changed torchaudio from $audio_before to $audio_after" >&2; exit 1
+fi
 case "$after" in
-  "$TORCH"|"$TORCH"+*) echo "== colab_check: torch $TORCH passed (the install kept torch $after)" ;;
+  "$TORCH"|"$TORCH"+*) echo "== colab_check: torch $TORCH passed (the install kept torch $after, torchaudio $audio_after)" ;;
   *) echo "== colab_check: FAILED: the install replaced torch $TORCH by $after" >&2; exit 1 ;;
 esac
