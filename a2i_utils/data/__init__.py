@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 
 # Names of this package and the submodule each lives in: imported on first use (PEP 562), so that `a2i --help`,
-# which imports ``a2i_utils.data.cli``, does not pay for torch and torchaudio (``audio`` imports them).
+# which imports ``a2i_utils.data.cli``, does not pay for torch (``audio`` imports it).
 _WHERE = {"ADVANCE_COUNTS": "classes", "CLASSES": "classes", "Dataset": "dataset", "DatasetError": "dataset",
           "Pair": "dataset", "load_tree": "dataset", "prepare_dataset": "dataset", "scan_tree": "dataset",
           "split_by_base_id": "dataset", "ImageError": "images", "load_image": "images", "open_image": "images"}
