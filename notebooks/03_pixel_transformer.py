@@ -513,7 +513,7 @@ print("  not redrawn (sound -> closest original, feature distance / typical):",
 print(f"bits/dim on these {len(fit_set)} pairs (uniform guess: 8):",
       " | ".join(f"{k} {v:.3f}" for k, v in fit_control.items()))
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 print("generated images closer to their own originals than the mean image is:", fit_mae < mae_mean)
 assert fit_mae < mae_mean
@@ -572,7 +572,7 @@ print("-> the held-out loss has " + ("flattened (change below " if flat else "NO
       + f"{FLAT} bits/dim over the last {step_now - step_then} steps)")
 print(f"references: uniform 8.000 | training intensity histogram on held-out pixels {unigram_bits:.3f}")
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 print("held-out bits/dim below the intensity-histogram baseline:", bpd_now < unigram_bits)
 assert bpd_now < unigram_bits

@@ -40,6 +40,29 @@ def test_store_executes_and_check_catches_drift(tmp_path, capsys):
     assert "differs from 99_tiny.py" in capsys.readouterr().out
 
 
+SMOKE_SOURCE = """# %%
+import os
+print(os.environ["A2I_MODE"])
+
+# %% tags=["trained-claim"]
+assert False, "a fine-tune beats its baseline"  # random weights: listed, not failed
+
+# %%
+assert {body}
+"""
+
+
+@pytest.mark.parametrize(("body", "expected"), [("1 + 1 == 2", 0), ("False, 'hand-built != package'", 1)])
+def test_smoke_fails_on_any_assertion_but_a_tagged_claim(tmp_path, capsys, body, expected):
+    (tmp_path / "98_smoke.py").write_text(SMOKE_SOURCE.format(body=body))
+    assert run_notebooks.smoke(tmp_path / "out", None, True, nb_dir=tmp_path) == expected
+    out = capsys.readouterr().out
+    assert "cell #2: AssertionError: a fine-tune beats its baseline  [a claim about trained weights" in out
+    assert ("FAILED: 98_smoke cell #3" in out) == bool(expected)
+    nb = nbformat.read(tmp_path / "out" / "98_smoke.ipynb", as_version=4)
+    assert nb.cells[0].outputs[0]["text"] == "full-smoke\n"
+
+
 def _sanitise(text: str) -> str:
     """Apply notebooks/sanitize.cfg to ``text`` exactly as nbval does (its own parser, re.sub in file order)."""
     import re
