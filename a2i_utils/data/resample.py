@@ -19,6 +19,7 @@ float32, which can lose the last sample once the output passes 2**24 samples (17
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -45,7 +46,14 @@ def kernel_size(orig_rate: int, new_rate: int) -> int:
 
 
 def sinc_kernel(orig_rate: int, new_rate: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The (new/g, 1, 2 width + orig/g) filters, one per output phase, in ``dtype``."""
+    """The (new/g, 1, 2 width + orig/g) filters, one per output phase, in ``dtype`` (a fresh copy each call)."""
+    return _cached_kernel(orig_rate, new_rate, dtype).clone()
+
+
+@lru_cache(maxsize=8)
+def _cached_kernel(orig_rate: int, new_rate: int, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`sinc_kernel`, built once per rate pair and dtype: a dataset resamples every file with the same one
+    (22.05 -> 16 kHz: 160 x 453 taps, ~0.1 s to build on this CPU, as long as the resampling itself)."""
     orig, new = reduced_rates(orig_rate, new_rate)
     cutoff = min(orig, new) * ROLLOFF  # in cycles per block-rate unit
     width = sinc_width(orig_rate, new_rate)
@@ -69,7 +77,7 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
         return wave
     orig, new = reduced_rates(orig_rate, new_rate)
     width = sinc_width(orig_rate, new_rate)
-    kernel = sinc_kernel(orig_rate, new_rate, wave.dtype).to(wave.device)  # (new, 1, K)
+    kernel = _cached_kernel(orig_rate, new_rate, wave.dtype).to(wave.device)  # (new, 1, K), never written to
     shape = wave.shape
     x = wave.reshape(-1, shape[-1])  # (B, n)
     n = x.shape[1]
