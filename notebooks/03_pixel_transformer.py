@@ -490,7 +490,8 @@ start = time.perf_counter()
 fit_gen = fit_model.sample(fit_set.features.to(DEVICE), greedy=FIT_TEMPERATURE is None,
                            temperature=FIT_TEMPERATURE or 1.0,
                            generator=torch.Generator(device=DEVICE).manual_seed(cfg.seed)).cpu()  # (N, H, W) uint8
-print(f"sampled {len(fit_set)} images in {time.perf_counter() - start:.1f} s")
+decoding = "greedy decoding" if FIT_TEMPERATURE is None else f"sampling at temperature {FIT_TEMPERATURE:g}"
+print(f"sampled {len(fit_set)} images ({decoding}) in {time.perf_counter() - start:.1f} s")
 fit_mae = mean_abs_pixel_error(fit_gen, fit_set.images)
 mean_img = fit_set.images.float().mean(0).round().to(torch.uint8).expand_as(fit_set.images)
 mae_mean = mean_abs_pixel_error(mean_img, fit_set.images)
@@ -523,7 +524,7 @@ n_show = min(10, len(fit_set))
 pics = [fit_set.images[i].numpy() for i in range(n_show)] + [fit_gen[i].numpy() for i in range(n_show)]
 titles = [f"original {i}" for i in range(n_show)] + [f"from sound {i}" for i in range(n_show)]
 fig = image_grid(pics, titles, ncols=n_show, suptitle=f"(a) fitted to {len(fit_set)} {scene} pairs: "
-                 f"originals (top) and greedy samples from their recordings (bottom), MAE {fit_mae:.1f}")
+                 f"originals (top) and {decoding} from their recordings (bottom), MAE {fit_mae:.1f}")
 save_figure(fig, cfg.figures_dir / "03_overfit_samples.png")
 plt.show()
 
@@ -695,7 +696,7 @@ assert torch.equal(from_file, in_memory)
 # %%
 neighbours = 8.0 - val_control["shuffled sound"]  # what the image statistics and neighbouring pixels are worth
 print(f"(a) fitting {len(fit_set)} distinct {scene} recordings for {fit_hist['step']} steps: {exact} of "
-      f"{len(fit_set)} redrawn exactly by greedy decoding (MAE {fit_mae:.1f} / 255, against {mae_mean:.1f} for the "
+      f"{len(fit_set)} redrawn exactly by {decoding} (MAE {fit_mae:.1f} / 255, against {mae_mean:.1f} for the "
       f"mean image and {mae_shuffled:.1f} for a wrong pair); bits/dim {fit_control['own sound']:.3f} with their own "
       f"sound, {fit_control['shuffled sound']:.3f} with another's.")
 print(f"(b) all {len(train_set)} training pairs for {full_hist['step']} steps: training loss "
@@ -751,21 +752,28 @@ print(f"    control: the own sound is worth {gain:.3f} [{gain_lo:.3f}, {gain_hi:
 # - The learning-rate schedule (peak and decay) is ours; the paper's peak of $10^{-7}$ would barely train.
 #
 # ## Exercises
-# Exercises 1, 2, 5 and 6 edit the parameters cell only; then run that cell and every cell below it (Run > Run All
-# Below). A config not seen before trains anew (minutes in demo mode).
+# Exercises 1, 3 and 5 edit the parameters cell only; then run that cell and every cell below it (Run > Run All
+# Below). A config not seen before trains anew (minutes in demo mode). Exercises 2 and 6 also edit the parameters
+# cell, then name the cells to run: the checks tagged `trained-claim` assert this notebook's claims for its own
+# settings (greedy decoding, our schedule), and Run All Below stops at the first one a change breaks.
 #
 # 1. Set `block_len` and `mem_len` to half their values (`OVERRIDES = {"transformer.block_len": ...,
 #    "transformer.mem_len": ...}`) and look at the attention-window picture again. How many rows above can a pixel
 #    see now? Does experiment (a) still fit in the same number of steps?
-# 2. Sample experiment (a) at `FIT_TEMPERATURE = 0.7` and `1.2` instead of greedy. How does the error change, and
-#    why?
-# 3. Replace `"local"` by `"causal"` in `transformer.attention` and time one training step of each
-#    (`bench/bench_sampling.py` times sampling both ways).
+# 2. Sample experiment (a) at `FIT_TEMPERATURE = 0.7`, then `1.2`, instead of greedy: run the parameters cell,
+#    experiment (a)'s sampling cell (the one that starts with `def derangement`) and its picture (the cell after the
+#    check, `n_show = ...`). How does the error change, and why? (Section 11's first line also reads these samples.)
+# 3. Replace `"local"` by `"causal"` in `transformer.attention` (`OVERRIDES = {"transformer.attention": "causal"}`)
+#    and compare the training times that experiments (a) and (b) print with the local runs' (divide by the steps
+#    for one training step; `bench/bench_sampling.py` times sampling both ways).
 # 4. Feed experiment (a)'s model the recordings of *another* scene. What does it draw?
 # 5. Double `transformer.steps` for experiment (b) (`OVERRIDES`). Does the held-out loss move, and does the
 #    control's gap grow while the training loss keeps falling (memorising the training sounds)?
-# 6. Try the paper's schedule: `OVERRIDES = {"transformer.lr": 1e-7, "transformer.lr_decay": "inverse"}`. How far
-#    does the loss of experiment (a) fall in the same steps?
+# 6. Try the paper's schedule: `OVERRIDES = {"transformer.lr": 1e-7, "transformer.lr_decay": "inverse"}`, then run
+#    the parameters cell and every cell below it down to experiment (a)'s training cell (`train_or_load(cfg,
+#    fit_set, ...)`), and print `fit_hist["losses"][0] / LN2, fit_hist["losses"][-1] / LN2` (bits/pixel at the
+#    first and the last step). How far does the loss of experiment (a) fall in the same steps? Compare with our
+#    schedule's curve, drawn in section 9.
 #
 # **Next:** [04_imagebind_embeddings](04_imagebind_embeddings.ipynb) turns to the paper's second system: instead
 # of learning to draw from scratch, it borrows ImageBind's joint embedding of sounds and images.
