@@ -702,7 +702,8 @@ print("second pass: everything from the cache, identical embeddings:", True)
 # 3. Train the audio stage on all 3 clips per step instead of one random clip (`train_audio` in
 #    `a2i_utils/imagebind/mini.py`). Is it better, and how much slower?
 # 4. Which confusions in the matrix would you have made by ear? Listen to two misplaced recordings from the
-#    list in section 7 with `Audio(load_audio(path, 16_000), rate=16_000)`.
+#    list in section 7: in a new cell at the end, `for i in wrong[:2]: print(rec[i].label, "->",
+#    CLASSES[pred_means[i]]); display(Audio(load_audio(rec[i].audio_path, 16_000), rate=16_000))`.
 # 5. In full mode, sort the scenes by their mean audio-image cosine. Which scenes does ImageBind hear worst?
 #
 # **Next:** [05 U-Net fine-tuning](05_unet_finetuning.ipynb) hands these audio embeddings to UnCLIP's U-Net in
