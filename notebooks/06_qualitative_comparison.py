@@ -652,8 +652,13 @@ print(f"mean half-width of the AIC intervals: {half:.3f} ({len(ctx.pairs)} recor
 #    keep growing, and what does it cost in images drawn?
 # 3. In the panel, raise the noise level on a recording SounDiff-L gets wrong. Does unCLIP's embedding noise
 #    help it or only blur the scene?
-# 4. Swap the judge: compute AIC with the ImageBind zero-shot judge (`ZeroShotJudge` in
-#    `a2i_utils.evaluation.metrics`, the miniature's text tower) and compare its verdicts with the classifier's.
+# 4. Swap the judge (demo mode): compute AIC with the ImageBind zero-shot judge (`ZeroShotJudge` in
+#    `a2i_utils.evaluation.metrics`, the miniature's text tower) and compare its verdicts with the classifier's. In
+#    a new cell at the end: `zs = ZeroShotJudge(loader.embedder, embed_texts(loader.embedder,
+#    class_prompts(CLASSES), cfg))` (`embed_texts` from `a2i_utils.imagebind.cache`, `class_prompts` from
+#    `a2i_utils.imagebind.preprocess`); then for each `label` of `images`, `x = images[label][:, :N_SEEDS]` and
+#    `pred = zs.predict(x)` (recordings x seeds): its AIC is `(pred == ctx.labels[:, None]).mean()`, its agreement
+#    with the classifier `(pred == ctx.judge.predict(x)).mean()`.
 # 5. Run `a2i evaluate --models baseline soundiff-l --out /tmp/eval` and compare its table with §4.
 #
 # This is the last notebook of the course: from a recording to an image, and a measure of how well it worked.
