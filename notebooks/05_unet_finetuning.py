@@ -489,7 +489,7 @@ print(f"{'t':>4} {'MSE to v':>9} {'MSE to eps':>11} {'|v - eps|^2':>12}")
 for step, mv, me, d in rows:
     print(f"{step:>4} {mv:>9.3f} {me:>11.3f} {d:>12.3f}")
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 assert all(mv < me for _, mv, me, _ in rows[1:])  # the model predicts v; v and eps part as t grows
 print("the pretrained U-Net is closer to v than to eps at every t >= 250:", True)
@@ -579,7 +579,7 @@ print(f"zero-shot {res['a']:.3f} [{res['a_ci'][0]:.3f}, {res['a_ci'][1]:.3f}]  "
       f"SounDiff-L {res['b']:.3f} [{res['b_ci'][0]:.3f}, {res['b_ci'][1]:.3f}]  "
       f"difference {res['diff']:+.3f} [{res['diff_ci'][0]:+.3f}, {res['diff_ci'][1]:+.3f}]")
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 assert res["diff_ci"][0] > 0, "SounDiff-L should beat the zero-shot baseline on held-out recordings"
 print("SounDiff-L beats the zero-shot baseline (95% CI of the paired difference above 0):", True)
