@@ -18,6 +18,7 @@ Any other Kaldi option raises ``ValueError``: this is not a general Kaldi port.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 
@@ -32,6 +33,7 @@ def mel(freq):
     return 1127.0 * (math.log(1.0 + freq / 700.0) if isinstance(freq, float) else (1.0 + freq / 700.0).log())
 
 
+@lru_cache(maxsize=4)  # every clip of a dataset uses the same bank: built once (callers only read it)
 def mel_filters(num_bins: int, fft_size: int, sample_rate: float) -> torch.Tensor:
     """(num_bins, fft_size // 2 + 1) triangles over the FFT bins, evenly spaced in mel from 20 Hz to Nyquist."""
     low, high = mel(LOW_FREQ), mel(0.5 * sample_rate)
