@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from a2i_utils.config import Config
-from a2i_utils.devices import torch_dtype
+from a2i_utils.devices import cpu_channels_last, torch_dtype
 from a2i_utils.soundiff.assembly import (  # noqa: F401  (re-exported: their old home)
     ImageEncoderStandIn,
     assemble,
@@ -97,6 +97,8 @@ def dry_run_pipeline(device: str = "cpu", dtype: torch.dtype = torch.float32, im
     from a2i_utils.soundiff.mini import offline_tokenizer
 
     mods = full_size_modules("cpu", dtype, names=("unet", "vae", "text_encoder"))
+    for name in ("unet", "vae"):  # bfloat16 on a CPU (the CPU smoke test): NCHW convolutions take minutes
+        cpu_channels_last(mods[name], device, dtype)
     size = image_size or CONFIGS["pipeline"]["native_resolution"]
     pipe = assemble(mods["unet"], mods["vae"], mods["text_encoder"], offline_tokenizer(77), embed_dim=1024,
                     image_size=size)
