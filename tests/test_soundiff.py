@@ -13,7 +13,7 @@ import torch
 from a2i_utils.config import get_config
 from a2i_utils.io import CheckpointError
 from a2i_utils.soundiff.conditioning import class_labels, drop_condition, encode_prompt
-from a2i_utils.soundiff.generate import generate
+from a2i_utils.soundiff.generate import generate, generate_cached, generation_key
 from a2i_utils.soundiff.latents import LatentTensors
 from a2i_utils.soundiff.mini import build_unet, build_vae, offline_tokenizer, tiny_text_encoder
 from a2i_utils.soundiff.pipeline import ImageEncoderStandIn, assemble, count_params_m, full_size_modules
@@ -175,6 +175,37 @@ def test_same_seed_same_image_in_any_batch():
     c = generate(pipe, emb[1:2], n=1, seed=6, steps=3, guidance=2.0)
     assert np.abs(c[0, 0].astype(int) - a[1, 1].astype(int)).max() <= 1  # image j uses seed + j
     assert np.abs(a[:, 0].astype(int) - a[:, 1].astype(int)).max() > 5  # different seeds, different images
+
+
+def test_a_repeated_generation_is_loaded_and_any_change_draws_again(tmp_path, monkeypatch, capsys):
+    import a2i_utils.soundiff.generate as gen
+
+    cfg, pipe, emb = _cfg(tmp_path), tiny_pipe(), torch.randn(3, D)
+    pipe.key = "tiny-weights-v1"
+    calls = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = {"n": 2, "seed": 5, "steps": 2, "guidance": 2.0}
+    first = generate_cached(cfg, pipe, emb, **args)  # (3, 2, 16, 16, 3)
+    assert np.array_equal(first, real(pipe, emb, **args))
+    assert np.array_equal(generate_cached(cfg, pipe, emb, **args), first) and len(calls) == 1  # loaded
+    path = tmp_path / "generated" / f"{generation_key(pipe, emb, '', **args, noise_level=0)}.npy"
+    path.write_bytes(b"damaged")  # drawn again, with a message naming the file, and replaced
+    assert np.array_equal(generate_cached(cfg, pipe, emb, **args), first) and len(calls) == 2
+    assert str(path) in capsys.readouterr().out and np.array_equal(np.load(path), first)
+    changes = [(emb + 1e-3, {}), (emb, {"seed": 6}), (emb, {"guidance": 3.0}), (emb, {"prompt": "a"}),
+               (emb, {"n": 1}), (emb, {"steps": 3}), (emb, {"noise_level": 10})]
+    for embeds, change in changes:
+        generate_cached(cfg, pipe, embeds, **(args | change))
+    assert len(calls) == 2 + len(changes)  # every change drew again
+    pipe.scheduler.register_to_config(timestep_spacing="trailing")  # a sampler tweaked in place
+    generate_cached(cfg, pipe, emb, **args)
+    pipe.key = "tiny-weights-v2"  # other weights
+    generate_cached(cfg, pipe, emb, **args)
+    del pipe.key  # no identity (a dry run, an ablation's pipeline): never cached
+    generate_cached(cfg, pipe, emb, **args)
+    generate_cached(cfg, pipe, emb, **args)
+    assert len(calls) == 2 + len(changes) + 4
 
 
 # ----------------------------------------------------------------------------------------------------------

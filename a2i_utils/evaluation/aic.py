@@ -36,15 +36,16 @@ def compare(a: np.ndarray, b: np.ndarray, n_boot: int = 10_000, seed: int = 0) -
 
 def scene_hit_rates(cfg, pipe, classifier, embeds, labels: np.ndarray, prompt: str = "",
                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Generate ``cfg.soundiff.eval_seeds`` images per embedding (N, D) and judge them with the classifier.
+    """Generate ``cfg.soundiff.eval_seeds`` images per embedding (N, D) and judge them with the classifier (the
+    images are cached: :func:`a2i_utils.soundiff.generate.generate_cached`).
 
     Returns (images uint8 (N, n, H, W, 3), per-recording hit rates (N,)). Seeds, steps, guidance and noise level
     come from ``cfg``, so every model is judged on the same draws.
     """
     from a2i_utils.evaluation.scene_classifier import predict
-    from a2i_utils.soundiff.generate import generate
+    from a2i_utils.soundiff.generate import generate_cached
 
     sc = cfg.soundiff
-    images = generate(pipe, embeds, prompt, n=sc.eval_seeds, seed=cfg.seed, steps=sc.sample_steps,
-                      guidance=sc.guidance_scale, noise_level=sc.noise_level, progress=progress)
+    images = generate_cached(cfg, pipe, embeds, prompt, n=sc.eval_seeds, seed=cfg.seed, steps=sc.sample_steps,
+                             guidance=sc.guidance_scale, noise_level=sc.noise_level, progress=progress)
     return images, hit_rates(predict(classifier, images), labels)

@@ -110,13 +110,15 @@ class Loader:
 
 def draw(loader: Loader, system: System, audio: torch.Tensor, prompt: str = "", n: int = 1, seed: int | None = None,
          steps: int | None = None, guidance: float | None = None, noise_level: int | None = None) -> np.ndarray:
-    """uint8 images (N, n, H, W, 3) of one system for raw audio embeddings (N, D); preset defaults where None."""
-    from a2i_utils.soundiff.generate import generate
+    """uint8 images (N, n, H, W, 3) of one system for raw audio embeddings (N, D); preset defaults where None
+    (cached: :func:`a2i_utils.soundiff.generate.generate_cached`)."""
+    from a2i_utils.soundiff.generate import generate_cached
 
-    sc = loader.cfg.soundiff
-    return generate(system.pipe, loader.unet_input(audio), prompt, n=n, seed=loader.cfg.seed if seed is None else seed,
-                    steps=steps or sc.sample_steps, guidance=sc.guidance_scale if guidance is None else guidance,
-                    noise_level=sc.noise_level if noise_level is None else noise_level)
+    sc, cfg = loader.cfg.soundiff, loader.cfg
+    return generate_cached(cfg, system.pipe, loader.unet_input(audio), prompt, n=n,
+                           seed=cfg.seed if seed is None else seed, steps=steps or sc.sample_steps,
+                           guidance=sc.guidance_scale if guidance is None else guidance,
+                           noise_level=sc.noise_level if noise_level is None else noise_level)
 
 
 def table1_columns(cfg: Config, systems=("baseline", "soundiff-l", "soundiff-s")) -> list[tuple[str, str, str]]:

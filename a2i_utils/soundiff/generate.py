@@ -4,10 +4,17 @@ Image ``j`` of every recording is drawn with its own ``torch.Generator`` seeded 
 the embedding noise alike), so the same recording and seed give the same image whatever the batch it is drawn in,
 to within one intensity level (float32 round-off of the batch's matrix products; measured: 1 of 19,968 values).
 The notebooks, the evaluation and the comparison CLI build on :func:`generate`.
+
+:func:`generate_cached` keeps what a call drew under the cache root (``generated/``), keyed by everything the
+images depend on: the pipeline's identity (``pipe.key``: the weights' hash, or a fine-tune's run key), its
+schedulers' configs, the embeddings' values, the prompt, the seeds, steps, guidance, noise level, size, batch size,
+device and dtype. The same call again (a test, then the notebook, in ``make test``; a re-run cell) loads the same
+images instead of drawing them. A pipeline without a ``key`` (a dry run, ``with_unet``'s ablations) is never cached.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +25,7 @@ from tqdm.auto import tqdm
 from a2i_utils.config import Config
 
 BAR_INTERVAL_S = 1.0
+GENERATE_VERSION = 1  # bump when generate() draws something else from the same inputs
 
 
 @torch.no_grad()
@@ -41,6 +49,54 @@ def generate(pipe, embeds: torch.Tensor, prompt: str = "", n: int = 1, seed: int
         for (i, j), img in zip(chunk, images):
             out[i, j] = np.round(img * 255).astype(np.uint8)
     return out
+
+
+def generation_key(pipe, embeds: torch.Tensor, prompt: str, n: int, seed: int, steps: int, guidance: float,
+                    noise_level: int, batch_size: int = 32, size: int | None = None) -> str | None:
+    """The cache key of a :func:`generate` call, or None when ``pipe`` has no ``key`` (nothing is cached)."""
+    from a2i_utils.io import cache_key
+
+    identity = getattr(pipe, "key", None)
+    if identity is None:
+        return None
+    values = embeds.detach().to("cpu", torch.float32).contiguous().numpy()  # (N, D)
+    payload = {
+        "pipe": identity, "unet_dtype": str(pipe.unet.dtype), "device": pipe.unet.device.type,
+        "scheduler": [type(pipe.scheduler).__name__, dict(pipe.scheduler.config)],
+        "noising": dict(pipe.image_noising_scheduler.config), "embeds": [values.shape,
+                                                                          hashlib.sha256(values.tobytes()).hexdigest()],
+        "prompt": prompt, "n": n, "seed": seed, "steps": steps, "guidance": float(guidance),
+        "noise_level": int(noise_level), "batch_size": batch_size, "size": size, "torch": torch.__version__,
+    }
+    return cache_key("generated", GENERATE_VERSION, payload)
+
+
+def generate_cached(cfg: Config, pipe, embeds: torch.Tensor, prompt: str = "", n: int = 1, seed: int = 0,
+                    steps: int = 20, guidance: float = 10.0, noise_level: int = 0,
+                    progress: bool = False) -> np.ndarray:
+    """:func:`generate`, kept in ``<cache>/generated/<key>.npy``: a repeated call loads its images (N, n, H, W, 3)."""
+    from a2i_utils.io import atomic_write
+
+    key = generation_key(pipe, embeds, prompt, n, seed, steps, guidance, noise_level)
+    path = cfg.cache_dir / "generated" / f"{key}.npy"
+    if key is not None and path.is_file():
+        try:
+            images = np.load(path, allow_pickle=False)
+            if images.dtype == np.uint8 and images.ndim == 5 and images.shape[:2] == (len(embeds), n):
+                return images
+        except (OSError, ValueError):
+            pass  # unreadable: drawn again and replaced below
+        print(f"{path}: not a stack of {len(embeds)} x {n} uint8 images; drawing them again")
+    images = generate(pipe, embeds, prompt, n, seed, steps, guidance, noise_level, progress=progress)
+    if key is not None:
+        atomic_write(path, lambda tmp: _save_npy(tmp, images))
+    return images
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (given a name, it would add ``.npy`` to a temporary file's)."""
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def generate_for_recordings(cfg: Config, pipe, embedder, audio_paths: Sequence[str | Path], prompt: str = "",
