@@ -396,7 +396,7 @@ print(f"held-out audio -> image retrieval over {metrics['n_recordings']} recordi
 print(f"  R@1 = {recall[1]:.3f}   (chance {metrics['chance_R@1']:.3f})")
 print(f"  R@5 = {recall[5]:.3f}   (chance {metrics['chance_R@5']:.3f})")
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 assert recall[1] > 2 * metrics["chance_R@1"] and recall[5] > metrics["chance_R@5"]
 print("retrieval well above chance:", True)
@@ -520,7 +520,7 @@ n_verdicts = 5 * 3  # notebook 06: five columns against the baseline, three metr
 print(f"{n_verdicts} verdicts at 95% with no true difference: P(at least one false 'better') = "
       f"{1 - 0.95**n_verdicts:.0%}; a Bonferroni correction would test each at {1 - 0.05 / n_verdicts:.2%}")
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 assert acc_lo > 1 / len(CLASSES) and acc_text > 1 / len(CLASSES)
 print("scene accuracy above chance, both ways (class means: even the interval's low end):", True)
@@ -652,7 +652,7 @@ else:
     share_worst = None
     print("real data: no record of hard recordings; listen to the worst pairs above")
 
-# %%
+# %% tags=["trained-claim"]
 # NBVAL_CHECK_OUTPUT
 if share_worst is not None:
     assert share_worst > is_hard.mean()

@@ -223,15 +223,16 @@ def slowest_cells(nb: nbformat.NotebookNode, k: int = 3) -> list[tuple[int, floa
 
 
 def check(nb_dir: Path = NB_DIR) -> int:
-    """Every source has a stored notebook whose cells are the source's cells (no drift)."""
+    """Every source has a stored notebook whose cells are the source's cells, tags included (no drift)."""
     problems = []
     for src in sources(nb_dir=nb_dir):
         stored = src.with_suffix(".ipynb")
         if not stored.exists():
             problems.append(f"{stored.name} missing: run `make notebooks`")
             continue
-        want = [(c.cell_type, c.source) for c in read_source(src).cells]
-        have = [(c.cell_type, c.source) for c in nbformat.read(stored, as_version=4).cells]
+        want = [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in read_source(src).cells]
+        have = [(c.cell_type, c.source, c.metadata.get("tags", []))  # tags: nbval and the smoke test read them
+                for c in nbformat.read(stored, as_version=4).cells]
         if want != have:
             problems.append(f"{stored.name} differs from {src.name}: run `make notebooks`")
         elif any(c.cell_type == "code" and c.get("execution_count") is None and c.source.strip()

@@ -39,6 +39,10 @@ def test_store_executes_and_check_catches_drift(tmp_path, capsys):
     assert run_notebooks.check(tmp_path) == 1
     assert "differs from 99_tiny.py" in capsys.readouterr().out
 
+    src.write_text(SOURCE.replace("# %%\n# NBVAL", '# %% tags=["trained-claim"]\n# NBVAL'))  # a tag only
+    assert run_notebooks.check(tmp_path) == 1
+    assert "differs from 99_tiny.py" in capsys.readouterr().out
+
 
 SMOKE_SOURCE = """# %%
 import os
