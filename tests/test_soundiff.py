@@ -177,6 +177,25 @@ def test_same_seed_same_image_in_any_batch():
     assert np.abs(a[:, 0].astype(int) - a[:, 1].astype(int)).max() > 5  # different seeds, different images
 
 
+def test_the_prompt_is_encoded_once_per_call_and_images_match_the_pipelines_own_encoding():
+    pipe, emb = tiny_pipe(), torch.randn(3, D)
+    rows = []
+    hook = pipe.text_encoder.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    try:
+        ours = generate(pipe, emb, "satellite image", n=2, seed=5, steps=2, guidance=3.0, batch_size=2)  # 3 batches
+    finally:
+        hook.remove()
+    assert rows == [1, 1]  # the prompt and the unconditional "" once each (it was 2 x 2 rows in each of 3 batches)
+    gens = [torch.Generator().manual_seed(5 + j) for _ in range(3) for j in range(2)]
+    theirs = pipe(image_embeds=emb.repeat_interleave(2, 0), prompt=["satellite image"] * 6, generator=gens,
+                  num_inference_steps=2, guidance_scale=3.0, noise_level=0, height=16, width=16,
+                  output_type="np").images  # (6, 16, 16, 3): the pipeline encoding 6 copies of each prompt
+    theirs = np.round(theirs * 255).astype(int).reshape(3, 2, 16, 16, 3)  # (N, n, H, W, 3)
+    assert np.abs(ours.astype(int) - theirs).max() <= 1
+    unguided = generate(pipe, emb[:1], "satellite image", n=1, seed=5, steps=2, guidance=1.0)  # no "" branch
+    assert unguided.shape == (1, 1, 16, 16, 3)
+
+
 def test_a_repeated_generation_is_loaded_and_any_change_draws_again(tmp_path, monkeypatch, capsys):
     import a2i_utils.soundiff.generate as gen
 
