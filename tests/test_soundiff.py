@@ -270,6 +270,29 @@ def test_lora_run_is_fixed_by_the_seed_and_resumes_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("class_embedding", [True, False])
+def test_lora_fine_tunes_share_the_base_weights_and_leave_them_untouched(tmp_path, class_embedding):
+    """Training a LoRA and loading it copy no frozen base tensor (the full U-Net is held once, not once per
+    pipeline), and leave the base's tensors, dtypes and flags as they were."""
+    pipe, data = tiny_pipe(), tiny_data()
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    cfg = _cfg(tmp_path, **{"soundiff.lora": True, "soundiff.lora_rank": 4,
+                            "soundiff.lora_class_embedding": class_embedding})
+    finetune(cfg, pipe, data, variant_of(cfg, "L", steps=3), tmp_path / "run", progress=False)
+    tuned = load_finetuned(pipe, tmp_path / "run")
+    after = pipe.unet.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) and after[k].dtype == v.dtype for k, v in before.items())
+    assert not any(p.requires_grad for p in pipe.unet.parameters())
+    base = {p.data_ptr() for p in pipe.unet.parameters()}
+    tuned_params = dict(tuned.unet.named_parameters())
+    own = {n for n, p in tuned_params.items() if p.data_ptr() not in base}
+    assert own == {n for n in tuned_params if "lora_" in n or (class_embedding and n.startswith("class_embedding."))}
+    emb = torch.randn(2, D)  # and the tuned pipeline draws other images than the base
+    assert np.abs(generate(tuned, emb, steps=2, guidance=2.0).astype(int)
+                  - generate(pipe, emb, steps=2, guidance=2.0).astype(int)).max() > 0
+
+
 def test_damaged_checkpoint_is_an_error_naming_the_file(tmp_path):
     pipe, data = tiny_pipe(), tiny_data()
     cfg = _cfg(tmp_path)
