@@ -132,7 +132,7 @@ def assert_no_pickle(folder: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
-def test_export_round_trip_in_plain_diffusers(runs, kind, tmp_path):
+def test_export_round_trip_in_plain_diffusers(runs, kind, tmp_path, monkeypatch):
     cfg, tuned = runs[kind]
     folder = export_run(cfg, "L", tmp_path / "export")
     if kind == "full":
@@ -151,6 +151,13 @@ def test_export_round_trip_in_plain_diffusers(runs, kind, tmp_path):
 
     again = export_run(cfg, "L", tmp_path / "again")
     assert files_of(again) == files_of(folder)  # byte for byte
+
+    from a2i_utils.soundiff import pipeline  # a notebook hands its loaded base over: not loaded again, same export
+    from a2i_utils.soundiff.pipeline import load_pipeline
+
+    base = load_pipeline(cfg, progress=False)
+    monkeypatch.setattr(pipeline, "load_pipeline", None)  # any call of it would fail
+    assert files_of(export_run(cfg, "L", tmp_path / "handed", base=base)) == files_of(folder)
 
 
 def test_card_metadata_and_provenance(runs, tmp_path):

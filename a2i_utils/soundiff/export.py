@@ -141,8 +141,10 @@ class Found:
 
 
 def find_run(cfg: Config, run_or_variant: str, prompt: str | None = None, subset: str | None = None,
-             steps: int | None = None, progress: bool = False) -> Found:
+             steps: int | None = None, progress: bool = False, base=None) -> Found:
     """The finished run of a variant (with the config's settings) or the run folder given, checked against its key.
+
+    ``base``: the config's pretrained pipeline when the caller has it loaded (a notebook): not loaded a second time.
 
     A folder is exported only when the config, variant options and data given reproduce its key, so that what the
     card says about it is what trained it; otherwise the error says to pass the training command's options.
@@ -156,7 +158,7 @@ def find_run(cfg: Config, run_or_variant: str, prompt: str | None = None, subset
     variant = variant_of(cfg, name, prompt, subset, steps)
     dataset = prepare_dataset(cfg, progress=progress)
     embedder = load_imagebind(cfg, progress=progress)
-    base = load_pipeline(cfg, progress=progress)
+    base = load_pipeline(cfg, progress=progress) if base is None else base
     pairs = [p for p in dataset.train if variant.subset is None or p.label == variant.subset]
     key = run_key(cfg, getattr(base, "key", cfg.soundiff.pretrained_id), variant, embedder.identity,
                   [p.id for p in pairs])
@@ -510,16 +512,17 @@ def check_out_dir(out: Path) -> None:
 
 def export_run(cfg: Config, run_or_variant: str, out: Path, what: str = "auto", results: Path | None = None,
                prompt: str | None = None, subset: str | None = None, steps: int | None = None,
-               progress: bool = False) -> Path:
+               progress: bool = False, base=None) -> Path:
     """Write the export of a finished run to ``out`` (atomically: a temporary folder renamed); return ``out``.
 
-    ``what``: "auto" (a full run as a pipeline, a LoRA run as a LoRA), "pipeline", "unet" or "lora".
+    ``what``: "auto" (a full run as a pipeline, a LoRA run as a LoRA), "pipeline", "unet" or "lora". ``base``: the
+    config's pretrained pipeline, if loaded already (its ``key`` must be the config's: the run's key checks it).
     """
     from a2i_utils.io import atomic_dir
 
     out = Path(out)
     check_out_dir(out)
-    found = find_run(cfg, run_or_variant, prompt, subset, steps, progress)
+    found = find_run(cfg, run_or_variant, prompt, subset, steps, progress, base=base)
     info = found.info
     what = ("lora" if info.lora else "pipeline") if what == "auto" else what
     if (what == "lora") != info.lora:
