@@ -48,11 +48,13 @@ notebooks: install
 	rm -rf $(STORE_CACHE)
 	A2I_MODE=demo A2I_CACHE=$(STORE_CACHE) $(BIN)/python scripts/run_notebooks.py store $(NB)
 
-## Every notebook in A2I_MODE=full-smoke: full-size models, random weights, tiny synthetic data, soundiff.dtype
-## bfloat16 as in full mode (on the CPU too: a dtype mistake fails here); executed copies in build/smoke, nothing stored.
+## Every notebook in A2I_MODE=full-smoke: full-size models, random weights, tiny synthetic data; executed copies in
+## build/smoke, nothing stored. On a CPU SounDiff runs in float32 (as full mode loads it there);
+## `make smoke SMOKE_ARGS="--dtype bfloat16"` runs it in full mode's GPU dtype (a dtype mistake fails; slow on AVX2).
+SMOKE_ARGS ?=
 smoke: install
 	rm -rf build/smoke
-	A2I_CACHE=$(CURDIR)/build/smoke/cache $(BIN)/python scripts/run_notebooks.py smoke --out build/smoke
+	A2I_CACHE=$(CURDIR)/build/smoke/cache $(BIN)/python scripts/run_notebooks.py smoke --out build/smoke $(SMOKE_ARGS)
 
 ## The panel of notebook 06 in JupyterLab under headless Chromium (scripts/browser_check.py): Debian's chromium
 ## (installed with apt-get when missing; never a browser download) and Playwright from PyPI. Not part of `make test`.

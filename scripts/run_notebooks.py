@@ -148,16 +148,22 @@ def run(out: Path, mode: str) -> None:
 # Colab user would pick to fit 12.7 GB of RAM. Notebook 03's kernel (the paper-size transformer, batch 16) grew
 # past 13 GB here before it was stopped; at batch 2 it stayed near 7 GB, and its 32 x 32 images (1,024 pixels
 # drawn one at a time, 1,024 decoder positions per training pass) took 17 min on this CPU: 16 x 16 keeps every
-# layer at the paper's size and cuts the decoder's work 4x.
+# layer at the paper's size and cuts the decoder's work 4x. SounDiff in float32, as full mode loads it on a CPU
+# (`load_pretrained_pipeline`): this CPU (AVX2, no native bfloat16) runs bf16 matrix products 8x slower than float32
+# and NCHW bf16 convolutions on a reference kernel (`bench/results/bench_cpu_bf16.txt`); with
+# `--dtype bfloat16` notebook 05 alone ran past 25 min at 11.6 GB. `--dtype bfloat16` stays the check of a GPU's
+# dtype on a machine that has one (or time to spare).
 SMOKE_CPU = {"soundiff.image_size": 64, "soundiff.lora": True, "soundiff.grad_checkpointing": True,
-             "soundiff.batch_size": 2, "transformer.batch_size": 2, "transformer.image_size": 16}
+             "soundiff.batch_size": 2, "transformer.batch_size": 2, "transformer.image_size": 16,
+             "soundiff.dtype": "float32"}
 
 
 def smoke(out: Path, dtype: str | None, native: bool, names: list[str] | None = None, nb_dir: Path = NB_DIR) -> int:
     """Run every notebook in ``full-smoke`` into ``out`` (outputs kept there only); print times and peak memory.
 
-    On a CPU the image size is lowered (:data:`SMOKE_CPU`) unless ``native``; ``dtype`` overrides ``soundiff.dtype``
-    (the preset's is bfloat16, as full mode's: on the CPU too, so that a cell's dtype mistake fails here).
+    On a CPU the image size is lowered and SounDiff runs in float32 (:data:`SMOKE_CPU`) unless ``native``; ``dtype``
+    overrides ``soundiff.dtype`` (``bfloat16``, the preset's and full mode's on a GPU: a cell's dtype mistake then
+    fails here, slowly on a CPU without native bfloat16).
     Every cell runs; a cell that raises fails the smoke test (returns 1), except an ``AssertionError`` in a cell
     tagged ``trained-claim``: with random weights a notebook's claims about trained models (a fine-tune beats the
     baseline, ...) cannot hold, so those are listed, not failed. Any other failing assertion (a hand-built piece
