@@ -219,12 +219,14 @@ def test_a_repeated_generation_is_loaded_and_any_change_draws_again(tmp_path, mo
     assert len(calls) == 2 + len(changes)  # every change drew again
     pipe.scheduler.register_to_config(timestep_spacing="trailing")  # a sampler tweaked in place
     generate_cached(cfg, pipe, emb, **args)
+    pipe.unet.register_to_config(sample_size=4)  # another default image size (8 px)
+    assert generate_cached(cfg, pipe, emb, **args).shape == (3, 2, 8, 8, 3)
     pipe.key = "tiny-weights-v2"  # other weights
     generate_cached(cfg, pipe, emb, **args)
     del pipe.key  # no identity (a dry run, an ablation's pipeline): never cached
     generate_cached(cfg, pipe, emb, **args)
     generate_cached(cfg, pipe, emb, **args)
-    assert len(calls) == 2 + len(changes) + 4
+    assert len(calls) == 2 + len(changes) + 5
 
 
 # ----------------------------------------------------------------------------------------------------------

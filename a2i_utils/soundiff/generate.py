@@ -73,6 +73,7 @@ def generation_key(pipe, embeds: torch.Tensor, prompt: str, n: int, seed: int, s
     if identity is None:
         return None
     values = embeds.detach().to("cpu", torch.float32).contiguous().numpy()  # (N, D)
+    size = size or pipe.unet.config.sample_size * pipe.vae_scale_factor  # as generate() resolves it
     payload = {
         "pipe": identity, "unet_dtype": str(pipe.unet.dtype), "device": pipe.unet.device.type,
         "scheduler": [type(pipe.scheduler).__name__, dict(pipe.scheduler.config)],
