@@ -12,7 +12,7 @@ reference kernel; with channels-last weights it takes oneDNN's path. This script
 each in float32, bfloat16 NCHW and bfloat16 channels-last, and prints the ratios to float32. What it motivates:
 :func:`a2i_utils.devices.cpu_channels_last`, applied to the dry-run pipeline's U-Net and VAE.
 
-    .venv/bin/python bench/bench_cpu_bf16.py    # about 3 minutes on 2 cores; writes bench/results/bench_cpu_bf16.txt
+    .venv/bin/python bench/bench_cpu_bf16.py    # 5-10 minutes on 2 cores; writes bench/results/bench_cpu_bf16.txt
 """
 
 from __future__ import annotations
