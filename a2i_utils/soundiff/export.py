@@ -37,10 +37,11 @@ import torch
 
 from a2i_utils.config import Config
 from a2i_utils.io import atomic_write_text
+from a2i_utils.soundiff.training import TRAINED_MODULES_FILE
 
 EXPORT_VERSION = 1
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
-MODULES_FILE = "unet_trained_modules.safetensors"
+MODULES_FILE = TRAINED_MODULES_FILE  # the run's file name, kept in the export
 SAMPLES_FILE = "samples.png"
 SAMPLES_EMBEDS = "samples_embeddings.safetensors"
 INFO_FILE = "a2i_export.json"  # marks an a2i export folder: a second export may replace it, nothing else
